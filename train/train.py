@@ -256,7 +256,33 @@ def load_hint(load: OtherLoad, threads: int, device):
 
 
 # ------------------------------------------------------------------------------------------------
-# Evaluation
+# One step, evaluation
+
+
+def train_step(fwd, model, optimizer, sampler, weights, step, args, device, autocast):
+    """One optimizer step -> (lr, loss, grad_norm before clipping).
+
+    Every micro-batch is sampled first so each can be divided by the weight of the whole step:
+    accumulated gradients then equal those of one big batch.
+    """
+    lr = lr_at(step, args)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    micro = [sampler.sample(args.batch_size) for _ in range(args.grad_accum)]
+    total_w = float(sum(weights[cls].sum(dtype=np.float64) for _, _, cls in micro))
+    loss_sum = 0.0
+    for batch in micro:
+        x, y, w = to_tensors(batch, weights, device)
+        with autocast():
+            logits = fwd(x)
+        loss = weighted_loss(logits, y, w, total_w)
+        loss.backward()
+        loss_sum += float(loss.detach())
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return lr, loss_sum, grad_norm
+
 
 
 @torch.no_grad()
@@ -309,7 +335,7 @@ def main(argv=None) -> int:
     log_path = os.path.join(args.out, "log.jsonl")
     png_path = os.path.join(args.out, "loss.png")
     if args.overwrite:
-        for path in (ckpt_path, log_path, png_path):
+        for path in (ckpt_path, ckpt_path + ".tmp", log_path, png_path):
             if os.path.exists(path):
                 os.remove(path)
 
@@ -358,7 +384,8 @@ def main(argv=None) -> int:
         if changed:
             print("warning: resuming with changed " + ", ".join(
                 f"{k} ({resume['args'].get(k)} -> {getattr(args, k)})" for k in changed), file=sys.stderr)
-    fwd = torch.compile(model) if args.compile else model
+    fwd = torch.compile(model) if args.compile else model  # the state dict stays `model`'s
+
     def autocast():
         return torch.autocast("cuda", dtype=torch.bfloat16) if args.amp else contextlib.nullcontext()
 
@@ -401,37 +428,21 @@ def main(argv=None) -> int:
     t_start = t_ckpt = t_window = time.time()
     window_steps, start_step = 0, step
     reason = None
-    with open(log_path, "a") as log:
+    log = open(log_path, "a")
+    try:
         while True:
-            # One optimizer step: sample every micro-batch first, so each can be divided by the
-            # weight of the whole batch (accumulated gradients then equal one big batch's).
-            lr = lr_at(step, args)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            micro = [sampler.sample(args.batch_size) for _ in range(args.grad_accum)]
-            total_w = float(sum(weights[cls].sum(dtype=np.float64) for _, _, cls in micro))
-            loss_sum = 0.0
-            for batch in micro:
-                x, y, w = to_tensors(batch, weights, device)
-                with autocast():
-                    logits = fwd(x)
-                loss = weighted_loss(logits, y, w, total_w)
-                loss.backward()
-                loss_sum += float(loss.detach())
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            lr, loss, grad_norm = train_step(fwd, model, optimizer, sampler, weights, step, args, device, autocast)
             step += 1
             window_steps += 1
 
-            record = {"kind": "train", "step": step, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
+            record = {"kind": "train", "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                       "tokens": step * tokens_per_step}
             if step % args.log_every == 0 or step == args.max_steps:
                 now = time.time()
                 tok_s = window_steps * tokens_per_step / max(now - t_window, 1e-9)
                 eta = (args.max_steps - step) * (now - t_window) / window_steps
                 record["tok_s"] = round(tok_s, 1)
-                print(f"step {step}/{args.max_steps} | loss {loss_sum:.4f} | lr {lr:.2e} | "
+                print(f"step {step}/{args.max_steps} | loss {loss:.4f} | lr {lr:.2e} | "
                       f"grad {grad_norm:.2f} | {tok_s:,.0f} tok/s | {step * tokens_per_step / 1e6:.2f}M tok | "
                       f"ETA {fmt_duration(eta)}", file=sys.stderr)
                 t_window, window_steps = now, 0
@@ -463,9 +474,10 @@ def main(argv=None) -> int:
                 t_window += t_ckpt - now  # checkpoint time is not training throughput either
             if reason:
                 break
-
-    for s, h in old_handlers.items():
-        signal.signal(s, h)
+    finally:
+        log.close()
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
     elapsed = time.time() - t_start
     print(f"{reason}: step {step}, {(step - start_step) * tokens_per_step / max(elapsed, 1e-9):,.0f} tok/s "
           f"over {fmt_duration(elapsed)}; checkpoint {ckpt_path}", file=sys.stderr)

@@ -71,7 +71,7 @@ def test_stopped_run_resumes_exactly(data_dir, tmp_path):
 
 def test_killed_run_resumes_exactly(data_dir, tmp_path):
     """SIGKILL a real training process between checkpoints, rerun the same command, compare."""
-    common = ("--max-steps", "150", "--eval-every", "20", "--ckpt-every", "10")
+    common = ("--max-steps", "60", "--eval-every", "20", "--ckpt-every", "10")
     cmd = [sys.executable, os.path.join(TRAIN_DIR, "train.py"), *tiny_args(data_dir, tmp_path / "killed", *common)]
     log = tmp_path / "killed" / "log.jsonl"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -88,7 +88,7 @@ def test_killed_run_resumes_exactly(data_dir, tmp_path):
     finally:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    assert 25 <= last < 150
+    assert 25 <= last < 60
 
     train.main(tiny_args(data_dir, tmp_path / "straight", *common))
     resumed = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
