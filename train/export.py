@@ -62,6 +62,7 @@ def hf_config(cfg: ModelConfig, torch_dtype: str) -> dict:
         "vocab_size": cfg.vocab_size,
         "rms_norm_eps": cfg.rms_norm_eps,
         "rope_theta": cfg.rope_theta,
+        "rope_scaling": None,
         "max_position_embeddings": cfg.max_position_embeddings,
         "tie_word_embeddings": cfg.tie_word_embeddings,
         "hidden_act": "silu",

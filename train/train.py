@@ -28,40 +28,41 @@ from data import WindowSampler, class_weights, load_manifest, open_shards, to_te
 from model import PRESETS, ModelConfig, Transformer, weighted_loss  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------
-# Defaults (one block). Tokens per optimizer step = batch_size * grad_accum * seq_len.
+# Defaults (one block)
 
+# name: (default, help). Tokens per optimizer step = batch_size * grad_accum * seq_len.
 DEFAULTS = dict(
-    data=None,  # data directory with manifest.json (required)
-    out=None,  # run directory: ckpt.pt, log.jsonl, loss.png (required)
-    preset="micro_8m",  # the one size knob: micro_8m | micro_15m | micro_30m | tiny
-    stage="lm",  # lm: language modelling; sft: chat SFT (usually with --init)
-    init=None,  # start from the weights of this checkpoint (file or run directory)
-    seq_len=256,
-    batch_size=16,
-    grad_accum=1,
-    max_steps=10_000,
-    lr=None,  # per stage, see STAGE_DEFAULTS
-    warmup_steps=None,  # per stage
-    min_lr_frac=0.1,  # cosine decays to this fraction of lr
-    weight_decay=0.1,  # matrices only; norms are not decayed
-    beta1=0.9,
-    beta2=0.95,
-    grad_clip=1.0,
-    opener_weight=None,  # loss weight of class 2 (opener) targets; per stage
-    prompt_weight=0.0,  # loss weight of class 0 targets (0 = masked out)
-    eval_every=200,  # steps between held-out evaluations (0 = never)
-    eval_batches=20,
-    log_every=10,  # steps between progress lines (log.jsonl gets every step)
-    ckpt_minutes=5.0,  # wall-clock minutes between checkpoints
-    ckpt_every=0,  # also checkpoint every N steps (0 = off)
-    stop_at_step=0,  # checkpoint and exit on reaching this step (0 = off; ignored when resuming past it)
-    stop_after_minutes=0.0,  # checkpoint and exit after this long (0 = off)
-    device="auto",  # auto | cpu | cuda | cuda:N
-    threads=2,  # torch CPU threads; use 1 when another process is busy
-    compile=False,  # torch.compile the model (measured: +4% on this CPU, not worth its start-up)
-    amp=False,  # bf16 autocast, CUDA only (unusably slow on CPUs without AVX512-BF16)
-    seed=1337,
-    overwrite=False,  # start afresh even if <out>/ckpt.pt exists
+    data=(None, "data directory with manifest.json (required)"),
+    out=(None, "run directory: ckpt.pt, log.jsonl, loss.png; resumed from when ckpt.pt exists (required)"),
+    preset=("micro_8m", "the one size knob: micro_8m | micro_15m | micro_30m | tiny (tests)"),
+    stage=("lm", "lm: language modelling; sft: chat SFT, usually with --init"),
+    init=(None, "start from the weights of this checkpoint (file or run directory); its shape wins"),
+    seq_len=(256, "tokens per training window"),
+    batch_size=(16, "windows per micro-batch"),
+    grad_accum=(1, "micro-batches per optimizer step"),
+    max_steps=(10_000, "optimizer steps; the cosine schedule ends here"),
+    lr=(None, "peak learning rate (per stage: lm 1e-3, sft 3e-4)"),
+    warmup_steps=(None, "linear warm-up steps (per stage: lm 200, sft 50)"),
+    min_lr_frac=(0.1, "cosine decays to this fraction of lr"),
+    weight_decay=(0.1, "AdamW decay of matrices; norms are not decayed"),
+    beta1=(0.9, "AdamW beta1"),
+    beta2=(0.95, "AdamW beta2"),
+    grad_clip=(1.0, "clip the global gradient norm to this"),
+    opener_weight=(None, "loss weight of class-2 (opener) targets (per stage: lm 1, sft 2)"),
+    prompt_weight=(0.0, "loss weight of class-0 targets (0 = masked out)"),
+    eval_every=(200, "steps between held-out evaluations (0 = never)"),
+    eval_batches=(20, "held-out batches per evaluation"),
+    log_every=(10, "steps between progress lines (log.jsonl gets every step)"),
+    ckpt_minutes=(5.0, "wall-clock minutes between checkpoints"),
+    ckpt_every=(0, "also checkpoint every N steps (0 = off)"),
+    stop_at_step=(0, "checkpoint and exit on reaching this step (0 = off; ignored when resuming past it)"),
+    stop_after_minutes=(0.0, "checkpoint and exit after this many minutes (0 = off)"),
+    device=("auto", "auto | cpu | cuda | cuda:N"),
+    threads=(2, "torch CPU threads; use 1 when another process is busy"),
+    compile=(False, "torch.compile the model (+4%% measured on this CPU: not worth its start-up)"),
+    amp=(False, "bf16 autocast, CUDA only (unusably slow on CPUs without AVX512-BF16)"),
+    seed=(1337, "seed of the init and the data order"),
+    overwrite=(False, "start afresh even if <out>/ckpt.pt exists"),
 )
 
 STAGE_DEFAULTS = {
@@ -73,6 +74,8 @@ STAGE_DEFAULTS = {
 TRAJECTORY_ARGS = ("data", "preset", "stage", "seq_len", "batch_size", "grad_accum", "max_steps", "lr",
                    "warmup_steps", "min_lr_frac", "weight_decay", "opener_weight", "prompt_weight", "seed")
 
+CHOICES = {"preset": list(PRESETS), "stage": list(STAGE_DEFAULTS)}
+
 # Types of the defaults that are None.
 NONE_TYPES = {"data": str, "out": str, "init": str, "lr": float, "warmup_steps": int, "opener_weight": float}
 
@@ -81,17 +84,15 @@ EVAL_SEED = 20260419  # held-out windows are the same at every evaluation
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for key, default in DEFAULTS.items():
+    for key, (default, help) in DEFAULTS.items():
         flag = "--" + key.replace("_", "-")
         if isinstance(default, bool):
-            p.add_argument(flag, action="store_true", default=default)
-        elif key == "preset":
-            p.add_argument(flag, default=default, choices=list(PRESETS))
-        elif key == "stage":
-            p.add_argument(flag, default=default, choices=list(STAGE_DEFAULTS))
+            p.add_argument(flag, action="store_true", default=default, help=help)
+        elif key in CHOICES:
+            p.add_argument(flag, default=default, choices=CHOICES[key], help=help)
         else:
             kind = NONE_TYPES.get(key, type(default))
-            p.add_argument(flag, type=kind, default=default)
+            p.add_argument(flag, type=kind, default=default, help=help + (f" (default {default})" if default is not None else ""))
     args = p.parse_args(argv)
     for key, value in STAGE_DEFAULTS[args.stage].items():
         if getattr(args, key) is None:
