@@ -1,0 +1,270 @@
+//! `ulm distill`: ask a teacher for replies to the distillation prompts and store them with
+//! their provenance.
+//!
+//! ```text
+//! assets/venv/bin/python scripts/llama_server.py --model assets/models/SmolLM2-135M-Instruct.Q4_1.gguf \
+//!     --port 8090 --threads 1 --parallel 8 &
+//! ulm distill --teacher http://127.0.0.1:8090 --concurrency 8
+//! ulm distill --pack          # compress finished records into corpus/distill/ for committing
+//! ```
+//! The output is append-only JSON lines, flushed per record: a killed run loses at most the
+//! requests in flight, and a restart skips every prompt already answered (in the working file
+//! or in the packed corpus).
+
+use std::collections::HashSet;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use ulm_data::prompts::{Prompt, distill_prompts};
+use ulm_data::{Split, sources};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Base URL of an OpenAI-compatible server that hosts the teacher (raw /v1/completions).
+    #[arg(long, default_value = "http://127.0.0.1:8090")]
+    teacher: String,
+    /// Name recorded as the teacher in every record.
+    #[arg(long, default_value = "SmolLM2-135M-Instruct.Q4_1")]
+    teacher_name: String,
+    /// Requests in flight (match the server's parallel slots).
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Reply length cap in tokens; the opener is the first 16, the rest teaches what follows.
+    #[arg(long, default_value_t = 64)]
+    max_tokens: u32,
+    #[arg(long, default_value_t = 0.5)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0.9)]
+    top_p: f32,
+    /// Stop after this many new records (default: the whole prompt set).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Working file (append-only).
+    #[arg(long, default_value = "runs/distill/smollm2.jsonl")]
+    out: PathBuf,
+    /// Folder of packed, committed records (`*.jsonl.gz`).
+    #[arg(long, default_value = "corpus/distill")]
+    corpus: PathBuf,
+    /// Folder filled by scripts/fetch-assets.sh.
+    #[arg(long, default_value = "assets")]
+    assets: PathBuf,
+    /// Compress the working file's records into the corpus folder and exit.
+    #[arg(long)]
+    pack: bool,
+    /// Print the prompt set as JSON lines and exit.
+    #[arg(long)]
+    print_prompts: bool,
+}
+
+/// One teacher reply with its provenance.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Record {
+    pub id: String,
+    pub source: String,
+    pub prompt: String,
+    pub reply: String,
+    /// `stop` (the teacher ended its turn) or `length` (cut at max_tokens).
+    pub finish: String,
+    pub teacher: String,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub max_tokens: u32,
+    pub seed: u64,
+    pub n_tokens: u32,
+    pub ms: u64,
+}
+
+/// Minimum chitchat count of every word of a lemma before it becomes a question.
+const MIN_LEMMA_COUNT: u32 = 3;
+
+pub fn prompt_set(assets: &Path) -> Result<Vec<Prompt>> {
+    let docs = sources::load_all(assets)?;
+    let synsets = sources::wordnet_synsets(Path::new(sources::WORDNET_DIR))?;
+    Ok(distill_prompts(&docs, &synsets, Split::Train, MIN_LEMMA_COUNT))
+}
+
+/// Every record in the packed corpus and the working file.
+pub fn read_records(corpus: &Path, out: &Path) -> Result<Vec<Record>> {
+    let mut recs = Vec::new();
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(corpus) {
+        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.to_string_lossy().ends_with(".jsonl.gz")).collect(),
+        Err(_) => Vec::new(),
+    };
+    files.sort();
+    for f in &files {
+        let gz = flate2::read::GzDecoder::new(std::fs::File::open(f)?);
+        for line in std::io::BufReader::new(gz).lines() {
+            recs.push(serde_json::from_str(&line?).with_context(|| format!("{}: bad record", f.display()))?);
+        }
+    }
+    if let Ok(file) = std::fs::File::open(out) {
+        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let line = line?;
+            // A run killed mid-write can leave one partial last line: skip it, it is re-asked.
+            match serde_json::from_str(&line) {
+                Ok(r) => recs.push(r),
+                Err(_) => eprintln!("{}: line {} is incomplete, skipped (will be asked again)", out.display(), i + 1),
+            }
+        }
+    }
+    Ok(recs)
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if a.pack {
+        return pack(&a);
+    }
+    let prompts = prompt_set(&a.assets)?;
+    if a.print_prompts {
+        for p in &prompts {
+            println!("{}", serde_json::to_string(p)?);
+        }
+        return Ok(());
+    }
+    let done: HashSet<String> = read_records(&a.corpus, &a.out)?.into_iter().map(|r| r.id).collect();
+    let todo: Vec<Prompt> = prompts.iter().filter(|p| !done.contains(&p.id)).cloned().take(a.limit.unwrap_or(usize::MAX)).collect();
+    eprintln!("{} prompts, {} answered, {} to ask {}", prompts.len(), done.len(), todo.len(), a.teacher);
+    if let Some(dir) = a.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    rt.block_on(ask_all(a, todo))
+}
+
+async fn ask_all(a: Args, todo: Vec<Prompt>) -> Result<()> {
+    let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(300)).build()?;
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(&a.out).with_context(|| format!("{}", a.out.display()))?;
+    let out = Arc::new(std::sync::Mutex::new(out));
+    let bar = indicatif::ProgressBar::new(todo.len() as u64);
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}").unwrap());
+    let start = Instant::now();
+    let tokens = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let a = Arc::new(a);
+    let mut stream = futures_util::stream::iter(todo.into_iter().map(|p| {
+        let (client, a) = (client.clone(), a.clone());
+        async move { ask(&client, &a, p).await }
+    }))
+    .buffer_unordered(a.concurrency);
+    let mut failures = 0usize;
+    while let Some(res) = stream.next().await {
+        match res {
+            Ok(rec) => {
+                let line = serde_json::to_string(&rec)? + "\n";
+                let mut f = out.lock().unwrap();
+                f.write_all(line.as_bytes())?;
+                f.flush()?;
+                let t = tokens.fetch_add(rec.n_tokens as u64, std::sync::atomic::Ordering::Relaxed) + rec.n_tokens as u64;
+                bar.set_message(format!("{:.0} tok/s", t as f64 / start.elapsed().as_secs_f64()));
+            }
+            Err(e) => {
+                failures += 1;
+                bar.println(format!("skipped: {e:#}"));
+                if failures > 50 {
+                    bail!("more than 50 requests failed; is the teacher at {} up?", a.teacher);
+                }
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish();
+    eprintln!("{} teacher tokens in {:.0} s", tokens.load(std::sync::atomic::Ordering::Relaxed), start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct CompletionResp {
+    choices: Vec<CompletionChoice>,
+    usage: Option<Usage>,
+}
+#[derive(Deserialize)]
+struct CompletionChoice {
+    text: String,
+    finish_reason: Option<String>,
+}
+#[derive(Deserialize)]
+struct Usage {
+    completion_tokens: u32,
+}
+
+/// The raw ChatML prompt with no system message: SmolLM2 answers better without its default
+/// system prompt (../shared/ASSETS.md), which the GGUF template would insert.
+pub fn chatml_prompt(user: &str) -> String {
+    format!("<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n")
+}
+
+async fn ask(client: &reqwest::Client, a: &Args, p: Prompt) -> Result<Record> {
+    let seed = ulm_data::split::fnv1a(p.id.as_bytes()) & 0x7fff_ffff;
+    let body = serde_json::json!({
+        "prompt": chatml_prompt(&p.text),
+        "max_tokens": a.max_tokens,
+        "temperature": a.temperature,
+        "top_p": a.top_p,
+        "seed": seed,
+        "stop": ["<|im_end|>", "<|endoftext|>"],
+    });
+    let t0 = Instant::now();
+    let mut last = None;
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+        }
+        let resp = match client.post(format!("{}/v1/completions", a.teacher.trim_end_matches('/'))).json(&body).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                last = Some(anyhow::anyhow!("{}: {e}", p.id));
+                continue;
+            }
+        };
+        if !resp.status().is_success() {
+            last = Some(anyhow::anyhow!("{}: HTTP {}: {}", p.id, resp.status(), resp.text().await.unwrap_or_default()));
+            continue;
+        }
+        let r: CompletionResp = resp.json().await?;
+        let c = r.choices.into_iter().next().context("no choices in the teacher's answer")?;
+        return Ok(Record {
+            id: p.id,
+            source: p.source,
+            prompt: p.text,
+            reply: c.text.trim().to_string(),
+            finish: c.finish_reason.unwrap_or_else(|| "stop".into()),
+            teacher: a.teacher_name.clone(),
+            temperature: a.temperature,
+            top_p: a.top_p,
+            max_tokens: a.max_tokens,
+            seed,
+            n_tokens: r.usage.map(|u| u.completion_tokens).unwrap_or(0),
+            ms: t0.elapsed().as_millis() as u64,
+        });
+    }
+    Err(last.unwrap())
+}
+
+/// Moves the working file's records into a new `part-NNN.jsonl.gz` of the corpus (each part
+/// well under 50 MB) and empties the working file.
+fn pack(a: &Args) -> Result<()> {
+    let recs = read_records(Path::new("/nonexistent"), &a.out)?;
+    if recs.is_empty() {
+        eprintln!("nothing to pack in {}", a.out.display());
+        return Ok(());
+    }
+    std::fs::create_dir_all(&a.corpus)?;
+    let n = std::fs::read_dir(&a.corpus)?.count();
+    let path = a.corpus.join(format!("part-{n:03}.jsonl.gz"));
+    let tmp = path.with_extension("tmp");
+    {
+        let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&tmp)?, flate2::Compression::best());
+        for r in &recs {
+            gz.write_all((serde_json::to_string(r)? + "\n").as_bytes())?;
+        }
+        gz.finish()?.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    std::fs::write(&a.out, b"")?;
+    eprintln!("packed {} records into {}", recs.len(), path.display());
+    Ok(())
+}

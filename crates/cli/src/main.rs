@@ -1,0 +1,36 @@
+//! `ulm`: instant replies from a micro language model, continued by the cloud.
+//!
+//! ```text
+//! ulm generate "What is the capital of France?"     # local reply, streamed
+//! ulm distill --teacher http://127.0.0.1:8090       # build the distillation corpus
+//! ```
+//! Every subcommand lives in its own module and starts with how to run it.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod distill;
+
+#[derive(Parser)]
+#[command(name = "ulm", version, about = "Instant replies from a micro language model, continued by the cloud")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Ask a teacher model for replies to the prompt set (append-only, resumable).
+    Distill(distill::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let res: Result<()> = match cli.cmd {
+        Cmd::Distill(a) => distill::run(a),
+    };
+    if let Err(e) = res {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

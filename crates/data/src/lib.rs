@@ -1,0 +1,46 @@
+//! ulm-data: the reproducible data builder of ulm — sources, cleaning, deduplication, the
+//! held-out split, distillation prompts and token shards.
+//!
+//! ```no_run
+//! use ulm_data::{sources, Split};
+//! let docs = sources::load_all(std::path::Path::new("assets")).unwrap();
+//! let train = docs.iter().filter(|d| d.split() == Split::Train).count();
+//! println!("{train} training documents");
+//! ```
+#![deny(missing_docs)]
+
+pub mod clean;
+pub mod prompts;
+pub mod sources;
+pub mod split;
+
+pub use sources::{Body, Document, Role, Turn};
+pub use split::Split;
+
+/// Errors of the data builder; each names the file and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A source file is missing or unreadable.
+    #[error("{path}: {source} (run scripts/fetch-assets.sh to fetch the data sources)")]
+    Io {
+        /// File involved.
+        path: std::path::PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// A source file does not parse.
+    #[error("{path}: {msg}")]
+    Parse {
+        /// File involved.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+/// Result alias of ulm-data.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn read(path: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), source })
+}

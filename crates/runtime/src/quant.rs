@@ -1,0 +1,547 @@
+//! Weight matrices in f32 or block-quantized form, and the matrix–vector products over them.
+//!
+//! Quantized weights multiply activations that are themselves quantized to int8 blocks of 32
+//! ([`QActs`], one f32 scale per block) — the scheme llama.cpp uses, so results match it closely
+//! and the inner loop is integer multiply-adds. Formats:
+//! - [`Weight::Q8`]: int8 with one f32 scale per 32 weights. Made at load from f32/f16/bf16
+//!   (symmetric, `scale = max|w| / 127`) or taken from GGUF Q8_0 exactly.
+//! - [`Weight::Q4_0`], [`Weight::Q4_1`]: GGUF 4-bit blocks, kept as they are.
+
+use crate::error::{Error, Result};
+use crate::load::{DType, TensorView};
+use crate::ops::has_avx2;
+
+/// Elements per quantization block.
+pub const BLOCK: usize = 32;
+
+/// Max relative error of a quantized dot product against its scalar twin (both integer paths
+/// are exact; only the f32 accumulation order differs).
+pub const QDOT_TOL: f32 = 1e-4;
+
+/// How to store weights at load time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32 and f16/bf16 tensors become f32; quantized tensors stay as stored.
+    #[default]
+    Native,
+    /// Every matrix becomes f32 (quantized tensors are dequantized) — the reference path.
+    F32,
+    /// f32/f16/bf16 matrices are quantized to int8 blocks; quantized tensors stay as stored.
+    Int8,
+}
+
+/// A `(rows, cols)` row-major matrix.
+#[derive(Clone, Debug)]
+pub enum Weight {
+    /// Plain f32.
+    F32 {
+        /// Rows.
+        rows: usize,
+        /// Columns.
+        cols: usize,
+        /// `(rows, cols)`.
+        data: Vec<f32>,
+    },
+    /// int8 blocks of 32 with an f32 scale.
+    Q8 {
+        /// Rows.
+        rows: usize,
+        /// Columns (a multiple of 32).
+        cols: usize,
+        /// `(rows, cols)`.
+        qs: Vec<i8>,
+        /// `(rows, cols / 32)`.
+        d: Vec<f32>,
+    },
+    /// GGUF Q4_0: value = (nibble − 8) × d. Per block 16 bytes: low nibbles hold elements
+    /// 0..16, high nibbles 16..32.
+    Q4_0 {
+        /// Rows.
+        rows: usize,
+        /// Columns (a multiple of 32).
+        cols: usize,
+        /// `(rows, cols / 2)` packed nibbles.
+        qs: Vec<u8>,
+        /// `(rows, cols / 32)`.
+        d: Vec<f32>,
+    },
+    /// GGUF Q4_1: value = nibble × d + m. Same nibble layout as Q4_0.
+    Q4_1 {
+        /// Rows.
+        rows: usize,
+        /// Columns (a multiple of 32).
+        cols: usize,
+        /// `(rows, cols / 2)` packed nibbles.
+        qs: Vec<u8>,
+        /// `(rows, cols / 32)`.
+        d: Vec<f32>,
+        /// `(rows, cols / 32)`.
+        m: Vec<f32>,
+    },
+}
+
+/// Activations quantized to int8 blocks: what quantized weights multiply.
+#[derive(Clone, Debug, Default)]
+pub struct QActs {
+    /// `(n)` int8 values.
+    pub qs: Vec<i8>,
+    /// `(n / 32)` scales.
+    pub d: Vec<f32>,
+    /// `(n / 32)`: `d × Σ qs` of each block (Q4_1's offset term needs it).
+    pub s: Vec<f32>,
+}
+
+impl QActs {
+    /// Buffers for `n` values (allocated once, by the session).
+    pub fn with_len(n: usize) -> QActs {
+        QActs { qs: vec![0; n], d: vec![0.0; n.div_ceil(BLOCK)], s: vec![0.0; n.div_ceil(BLOCK)] }
+    }
+
+    /// Quantizes `x` (length a multiple of 32) into the first `x.len()` slots.
+    pub fn quantize(&mut self, x: &[f32]) {
+        for (b, chunk) in x.chunks_exact(BLOCK).enumerate() {
+            let amax = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+            let q = &mut self.qs[b * BLOCK..(b + 1) * BLOCK];
+            let mut sum = 0i32;
+            for (qi, &v) in q.iter_mut().zip(chunk) {
+                *qi = (v * id).round() as i8;
+                sum += *qi as i32;
+            }
+            self.d[b] = d;
+            self.s[b] = d * sum as f32;
+        }
+    }
+
+    /// The view of values `start..start + n` (block aligned).
+    fn at(&self, start: usize, n: usize) -> QActsRef<'_> {
+        let b = start / BLOCK;
+        QActsRef { qs: &self.qs[start..start + n], d: &self.d[b..b + n / BLOCK], s: &self.s[b..b + n / BLOCK] }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct QActsRef<'a> {
+    qs: &'a [i8],
+    d: &'a [f32],
+    s: &'a [f32],
+}
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// Quantizes one row of f32 into int8 blocks (symmetric, round to nearest).
+pub fn quantize_row_q8(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
+    for (b, chunk) in x.chunks_exact(BLOCK).enumerate() {
+        let amax = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let scale = amax / 127.0;
+        let id = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        for (q, &v) in qs[b * BLOCK..(b + 1) * BLOCK].iter_mut().zip(chunk) {
+            *q = (v * id).round() as i8;
+        }
+        d[b] = scale;
+    }
+}
+
+impl Weight {
+    /// Rows (output features).
+    pub fn rows(&self) -> usize {
+        match self {
+            Weight::F32 { rows, .. } | Weight::Q8 { rows, .. } | Weight::Q4_0 { rows, .. } | Weight::Q4_1 { rows, .. } => *rows,
+        }
+    }
+
+    /// Columns (input features).
+    pub fn cols(&self) -> usize {
+        match self {
+            Weight::F32 { cols, .. } | Weight::Q8 { cols, .. } | Weight::Q4_0 { cols, .. } | Weight::Q4_1 { cols, .. } => *cols,
+        }
+    }
+
+    /// Whether products need quantized activations.
+    pub fn is_quantized(&self) -> bool {
+        !matches!(self, Weight::F32 { .. })
+    }
+
+    /// Short name of the storage format.
+    pub fn format(&self) -> &'static str {
+        match self {
+            Weight::F32 { .. } => "f32",
+            Weight::Q8 { .. } => "q8",
+            Weight::Q4_0 { .. } => "q4_0",
+            Weight::Q4_1 { .. } => "q4_1",
+        }
+    }
+
+    /// Bytes of weight data held in memory.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Weight::F32 { data, .. } => data.len() * 4,
+            Weight::Q8 { qs, d, .. } => qs.len() + d.len() * 4,
+            Weight::Q4_0 { qs, d, .. } => qs.len() + d.len() * 4,
+            Weight::Q4_1 { qs, d, m, .. } => qs.len() + d.len() * 8 + m.len() * 4,
+        }
+    }
+
+    /// Builds a weight from a stored tensor of shape `(rows, cols)`, converting per `prec`.
+    /// `what` names the tensor in errors.
+    pub fn from_view(view: &TensorView<'_>, rows: usize, cols: usize, prec: Precision, what: &str) -> Result<Weight> {
+        let n = rows * cols;
+        let need = view.dtype.bytes_for(n);
+        if view.data.len() < need {
+            return Err(Error::Request(format!("tensor `{what}`: {} bytes, expected {need}", view.data.len())));
+        }
+        let quantized_cols_ok = cols % BLOCK == 0;
+        let w = match view.dtype {
+            DType::F32 | DType::F16 | DType::BF16 => {
+                let data = to_f32(view.dtype, view.data, n);
+                if prec == Precision::Int8 && quantized_cols_ok {
+                    Weight::F32 { rows, cols, data }.to_q8()
+                } else {
+                    Weight::F32 { rows, cols, data }
+                }
+            }
+            DType::Q8_0 => {
+                let nb = n / BLOCK;
+                let mut qs = vec![0i8; n];
+                let mut d = vec![0f32; nb];
+                for b in 0..nb {
+                    let blk = &view.data[b * 34..(b + 1) * 34];
+                    d[b] = f16_at(blk, 0);
+                    for (q, &byte) in qs[b * BLOCK..(b + 1) * BLOCK].iter_mut().zip(&blk[2..]) {
+                        *q = byte as i8;
+                    }
+                }
+                Weight::Q8 { rows, cols, qs, d }
+            }
+            DType::Q4_0 | DType::Q4_1 => {
+                let nb = n / BLOCK;
+                let bb = view.dtype.block_bytes();
+                let mut qs = vec![0u8; n / 2];
+                let mut d = vec![0f32; nb];
+                let mut m = vec![0f32; nb];
+                let off = if view.dtype == DType::Q4_1 { 4 } else { 2 };
+                for b in 0..nb {
+                    let blk = &view.data[b * bb..(b + 1) * bb];
+                    d[b] = f16_at(blk, 0);
+                    if view.dtype == DType::Q4_1 {
+                        m[b] = f16_at(blk, 2);
+                    }
+                    qs[b * 16..(b + 1) * 16].copy_from_slice(&blk[off..off + 16]);
+                }
+                if view.dtype == DType::Q4_1 { Weight::Q4_1 { rows, cols, qs, d, m } } else { Weight::Q4_0 { rows, cols, qs, d } }
+            }
+        };
+        Ok(if prec == Precision::F32 { w.to_f32() } else { w })
+    }
+
+    /// The same matrix as f32 (exact for every format).
+    pub fn to_f32(&self) -> Weight {
+        let (rows, cols) = (self.rows(), self.cols());
+        let mut data = vec![0.0; rows * cols];
+        for r in 0..rows {
+            self.row_f32(r, &mut data[r * cols..(r + 1) * cols]);
+        }
+        Weight::F32 { rows, cols, data }
+    }
+
+    /// The same matrix as int8 blocks (f32 input is quantized; others are converted through f32).
+    pub fn to_q8(&self) -> Weight {
+        let (rows, cols) = (self.rows(), self.cols());
+        if let Weight::Q8 { .. } = self {
+            return self.clone();
+        }
+        let mut qs = vec![0i8; rows * cols];
+        let mut d = vec![0.0; rows * cols / BLOCK];
+        let mut row = vec![0.0; cols];
+        for r in 0..rows {
+            self.row_f32(r, &mut row);
+            quantize_row_q8(&row, &mut qs[r * cols..(r + 1) * cols], &mut d[r * cols / BLOCK..(r + 1) * cols / BLOCK]);
+        }
+        Weight::Q8 { rows, cols, qs, d }
+    }
+
+    /// Dequantizes row `r` into `out` (embedding lookups use this).
+    pub fn row_f32(&self, r: usize, out: &mut [f32]) {
+        let cols = self.cols();
+        let nb = cols / BLOCK;
+        match self {
+            Weight::F32 { data, .. } => out.copy_from_slice(&data[r * cols..(r + 1) * cols]),
+            Weight::Q8 { qs, d, .. } => {
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = qs[r * cols + i] as f32 * d[r * nb + i / BLOCK];
+                }
+            }
+            Weight::Q4_0 { qs, d, .. } | Weight::Q4_1 { qs, d, .. } => {
+                let m = if let Weight::Q4_1 { m, .. } = self { Some(m) } else { None };
+                for b in 0..nb {
+                    let bytes = &qs[(r * nb + b) * 16..(r * nb + b + 1) * 16];
+                    let (db, mb) = (d[r * nb + b], m.map_or(-8.0 * d[r * nb + b], |m| m[r * nb + b]));
+                    for j in 0..16 {
+                        out[b * BLOCK + j] = (bytes[j] & 15) as f32 * db + mb;
+                        out[b * BLOCK + 16 + j] = (bytes[j] >> 4) as f32 * db + mb;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Dot product of row `r` with `x` (f32) or its quantized form `xq` (quantized weights).
+    #[inline]
+    fn row_dot(&self, r: usize, x: &[f32], xq: QActsRef<'_>) -> f32 {
+        let cols = self.cols();
+        let nb = cols / BLOCK;
+        let fast = has_avx2();
+        match self {
+            Weight::F32 { data, .. } => crate::ops::dot(&data[r * cols..(r + 1) * cols], x),
+            Weight::Q8 { qs, d, .. } => {
+                let (w, wd) = (&qs[r * cols..(r + 1) * cols], &d[r * nb..(r + 1) * nb]);
+                #[cfg(target_arch = "x86_64")]
+                if fast {
+                    // SAFETY: AVX2 and FMA were detected at run time.
+                    return unsafe { avx2::dot_q8(w, wd, xq) };
+                }
+                let _ = fast;
+                dot_q8_ref(w, wd, xq)
+            }
+            Weight::Q4_0 { qs, d, .. } => {
+                let (w, wd) = (&qs[r * nb * 16..(r + 1) * nb * 16], &d[r * nb..(r + 1) * nb]);
+                #[cfg(target_arch = "x86_64")]
+                if fast {
+                    // SAFETY: AVX2 and FMA were detected at run time.
+                    return unsafe { avx2::dot_q4(w, wd, None, xq) };
+                }
+                dot_q4_ref(w, wd, None, xq)
+            }
+            Weight::Q4_1 { qs, d, m, .. } => {
+                let (w, wd, wm) = (&qs[r * nb * 16..(r + 1) * nb * 16], &d[r * nb..(r + 1) * nb], &m[r * nb..(r + 1) * nb]);
+                #[cfg(target_arch = "x86_64")]
+                if fast {
+                    // SAFETY: AVX2 and FMA were detected at run time.
+                    return unsafe { avx2::dot_q4(w, wd, Some(wm), xq) };
+                }
+                dot_q4_ref(w, wd, Some(wm), xq)
+            }
+        }
+    }
+
+    /// `out[t][r] = W[r] · x[t]` for `t < n_tok` and `r` in `rows`: `x` is `(n_tok, cols)` f32
+    /// and `xq` its quantized form (filled by the caller when [`Weight::is_quantized`]);
+    /// `out` is `(n_tok, out_stride)` and only columns `rows` are written.
+    pub fn matmul_rows(&self, out: &mut [f32], out_stride: usize, x: &[f32], xq: &QActs, n_tok: usize, rows: std::ops::Range<usize>) {
+        assert!(rows.end <= self.rows() && out.len() >= (n_tok.max(1) - 1) * out_stride + rows.end);
+        // SAFETY: every index written is < (n_tok - 1) * out_stride + rows.end <= out.len().
+        unsafe { self.matmul_rows_raw(out.as_mut_ptr(), out_stride, x, xq, n_tok, rows) }
+    }
+
+    /// [`Weight::matmul_rows`] through a raw pointer, so threads can fill disjoint row ranges
+    /// of one output.
+    ///
+    /// # Safety
+    /// `out` must be valid for writes at `t * out_stride + r` for every `t < n_tok`, `r` in
+    /// `rows`, and no other thread may access those places meanwhile.
+    pub(crate) unsafe fn matmul_rows_raw(&self, out: *mut f32, out_stride: usize, x: &[f32], xq: &QActs, n_tok: usize, rows: std::ops::Range<usize>) {
+        let cols = self.cols();
+        let empty = QActsRef { qs: &[], d: &[], s: &[] };
+        for r in rows {
+            for t in 0..n_tok {
+                let xs = &x[t * cols..(t + 1) * cols];
+                let q = if self.is_quantized() { xq.at(t * cols, cols) } else { empty };
+                // SAFETY: the caller guarantees this place is ours to write.
+                unsafe { *out.add(t * out_stride + r) = self.row_dot(r, xs, q) };
+            }
+        }
+    }
+
+    /// `out = W x` for one token (`x` f32 of length cols, `xq` its quantized form).
+    pub fn matvec(&self, out: &mut [f32], x: &[f32], xq: &QActs) {
+        self.matmul_rows(out, self.rows(), x, xq, 1, 0..self.rows());
+    }
+}
+
+fn to_f32(dtype: DType, b: &[u8], n: usize) -> Vec<f32> {
+    match dtype {
+        DType::F32 => b[..4 * n].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        DType::F16 => b[..2 * n].chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        DType::BF16 => b[..2 * n].chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        _ => unreachable!("to_f32 is only called for float types"),
+    }
+}
+
+/// Slow twin: int8 weights · int8 activations.
+fn dot_q8_ref(w: &[i8], wd: &[f32], x: QActsRef<'_>) -> f32 {
+    let mut sum = 0.0;
+    for b in 0..wd.len() {
+        let mut acc = 0i32;
+        for j in b * BLOCK..(b + 1) * BLOCK {
+            acc += w[j] as i32 * x.qs[j] as i32;
+        }
+        sum += wd[b] * x.d[b] * acc as f32;
+    }
+    sum
+}
+
+/// Slow twin: 4-bit weights (Q4_0 when `m` is None, else Q4_1) · int8 activations.
+fn dot_q4_ref(w: &[u8], wd: &[f32], m: Option<&[f32]>, x: QActsRef<'_>) -> f32 {
+    let mut sum = 0.0;
+    for b in 0..wd.len() {
+        let mut acc = 0i32;
+        for j in 0..16 {
+            let byte = w[b * 16 + j];
+            let (lo, hi) = ((byte & 15) as i32, (byte >> 4) as i32);
+            let (lo, hi) = if m.is_some() { (lo, hi) } else { (lo - 8, hi - 8) };
+            acc += lo * x.qs[b * BLOCK + j] as i32 + hi * x.qs[b * BLOCK + 16 + j] as i32;
+        }
+        sum += wd[b] * x.d[b] * acc as f32;
+        if let Some(m) = m {
+            sum += m[b] * x.s[b];
+        }
+    }
+    sum
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{BLOCK, QActsRef};
+    use crate::ops::avx2::hsum;
+    use std::arch::x86_64::*;
+
+    /// Σ a·b over 32 signed bytes, as 8 i32 lanes converted to f32.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn block_i8(a: __m256i, b: __m256i) -> __m256 {
+        // maddubs wants one unsigned operand: move a's sign onto b.
+        let ua = _mm256_sign_epi8(a, a);
+        let sb = _mm256_sign_epi8(b, a);
+        let p16 = _mm256_maddubs_epi16(ua, sb);
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn dot_q8(w: &[i8], wd: &[f32], x: QActsRef<'_>) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let nb = wd.len().min(x.d.len()).min(w.len() / BLOCK).min(x.qs.len() / BLOCK);
+        for b in 0..nb {
+            // SAFETY: block b lies inside both slices (nb is bounded by both lengths).
+            let (a, v) = unsafe {
+                (
+                    _mm256_loadu_si256(w.as_ptr().add(b * BLOCK) as *const __m256i),
+                    _mm256_loadu_si256(x.qs.as_ptr().add(b * BLOCK) as *const __m256i),
+                )
+            };
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(wd[b] * x.d[b]), block_i8(a, v), acc);
+        }
+        hsum(acc)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn dot_q4(w: &[u8], wd: &[f32], m: Option<&[f32]>, x: QActsRef<'_>) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let mut offs = 0.0f32;
+        let nb = wd.len().min(x.d.len()).min(w.len() / 16).min(x.qs.len() / BLOCK);
+        let low = _mm_set1_epi8(15);
+        let eight = _mm256_set1_epi8(8);
+        for b in 0..nb {
+            // SAFETY: block b lies inside both slices (nb is bounded by both lengths).
+            let (packed, v) = unsafe {
+                (
+                    _mm_loadu_si128(w.as_ptr().add(b * 16) as *const __m128i),
+                    _mm256_loadu_si256(x.qs.as_ptr().add(b * BLOCK) as *const __m256i),
+                )
+            };
+            let lo = _mm_and_si128(packed, low);
+            let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low);
+            let nib = _mm256_set_m128i(hi, lo); // elements 0..16 low lane, 16..32 high lane
+            let prod = match m {
+                // Nibbles are 0..15: already a valid unsigned maddubs operand.
+                Some(_) => _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(nib, v), _mm256_set1_epi16(1))),
+                None => block_i8(_mm256_sub_epi8(nib, eight), v),
+            };
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(wd[b] * x.d[b]), prod, acc);
+            if let Some(m) = m {
+                offs += m[b] * x.s[b];
+            }
+        }
+        hsum(acc) + offs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::Rng;
+
+    fn random_q4_view(rows: usize, cols: usize, q41: bool, rng: &mut Rng) -> Vec<u8> {
+        let bb = if q41 { 20 } else { 18 };
+        let mut bytes = Vec::with_capacity(rows * cols / BLOCK * bb);
+        for _ in 0..rows * cols / BLOCK {
+            bytes.extend_from_slice(&half::f16::from_f32(rng.uniform() * 0.1).to_le_bytes());
+            if q41 {
+                bytes.extend_from_slice(&half::f16::from_f32(-rng.uniform() * 0.5).to_le_bytes());
+            }
+            for _ in 0..16 {
+                bytes.push((rng.next_u64() & 0xff) as u8);
+            }
+        }
+        bytes
+    }
+
+    /// Every quantized product, fast and slow, against the f32 product of the dequantized
+    /// matrix with the dequantized activations.
+    #[test]
+    fn quantized_matvec_matches_twins_and_dequantized_f32() {
+        let mut rng = Rng::new(11);
+        let (rows, cols) = (13, 96);
+        let f = rng.vec(rows * cols, 1.0);
+        let fbytes: Vec<u8> = f.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut weights = vec![Weight::from_view(&TensorView { dtype: DType::F32, shape: vec![rows, cols], data: &fbytes }, rows, cols, Precision::Int8, "w").unwrap()];
+        for q41 in [false, true] {
+            let b = random_q4_view(rows, cols, q41, &mut rng);
+            let dt = if q41 { DType::Q4_1 } else { DType::Q4_0 };
+            weights.push(Weight::from_view(&TensorView { dtype: dt, shape: vec![rows, cols], data: &b }, rows, cols, Precision::Native, "w").unwrap());
+        }
+        let x = rng.vec(cols, 1.0);
+        let mut xq = QActs::with_len(cols);
+        xq.quantize(&x);
+        let xdq: Vec<f32> = (0..cols).map(|i| xq.qs[i] as f32 * xq.d[i / BLOCK]).collect();
+        for w in &weights {
+            let wf = w.to_f32();
+            let mut fast = vec![0.0; rows];
+            w.matvec(&mut fast, &x, &xq);
+            for r in 0..rows {
+                let (qs, d, m) = match w {
+                    Weight::Q8 { qs, d, .. } => (None, d, None),
+                    Weight::Q4_0 { qs, d, .. } => (Some(qs), d, None),
+                    Weight::Q4_1 { qs, d, m, .. } => (Some(qs), d, Some(m)),
+                    _ => unreachable!(),
+                };
+                let nb = cols / BLOCK;
+                let xr = xq.at(0, cols);
+                let slow = match (w, qs) {
+                    (Weight::Q8 { qs, .. }, _) => dot_q8_ref(&qs[r * cols..(r + 1) * cols], &d[r * nb..(r + 1) * nb], xr),
+                    (_, Some(qs)) => dot_q4_ref(&qs[r * nb * 16..(r + 1) * nb * 16], &d[r * nb..(r + 1) * nb], m.map(|m| &m[r * nb..(r + 1) * nb]), xr),
+                    _ => unreachable!(),
+                };
+                let Weight::F32 { data, .. } = &wf else { unreachable!() };
+                let exact = crate::ops::dot_ref(&data[r * cols..(r + 1) * cols], &xdq);
+                let tol = QDOT_TOL * (1.0 + exact.abs());
+                assert!((fast[r] - slow).abs() <= tol, "{} row {r}: fast {} slow {slow}", w.format(), fast[r]);
+                assert!((slow - exact).abs() <= tol * 10.0, "{} row {r}: slow {slow} exact {exact}", w.format());
+            }
+        }
+    }
+
+    #[test]
+    fn int8_quantization_error_is_bounded() {
+        let mut rng = Rng::new(5);
+        let x = rng.vec(64, 2.0);
+        let mut qs = vec![0i8; 64];
+        let mut d = vec![0.0; 2];
+        quantize_row_q8(&x, &mut qs, &mut d);
+        for (i, v) in x.iter().enumerate() {
+            assert!((qs[i] as f32 * d[i / 32] - v).abs() <= d[i / 32] * 0.5 + 1e-7);
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The mutable half of inference: KV cache and scratch buffers, allocated once per session.
+//!
+//! ```no_run
+//! # use ulm_runtime::{Model, Session};
+//! # fn f(model: &Model) -> ulm_runtime::Result<()> {
+//! let mut session = Session::new(model);
+//! let logits = model.forward(&mut session, &[1, 2, 3])?; // appends 3 tokens at session.pos()
+//! session.truncate(1); // roll back to the first token
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::model::Model;
+use crate::pool::Pool;
+use crate::quant::QActs;
+
+/// Tokens one forward call processes at a time; longer prompts are fed in chunks.
+pub const MAX_BATCH: usize = 64;
+
+/// KV cache, scratch and position of one conversation. Many sessions can share one model.
+pub struct Session {
+    pub(crate) pos: usize,
+    pub(crate) max_seq: usize,
+    pub(crate) k_cache: Vec<f32>, // (n_layers, max_seq, kv_dim)
+    pub(crate) v_cache: Vec<f32>, // (n_layers, max_seq, kv_dim)
+    pub(crate) x: Vec<f32>,       // (MAX_BATCH, dim) residual stream
+    pub(crate) xb: Vec<f32>,      // (MAX_BATCH, max(dim, q_dim)) normed input / attention output
+    pub(crate) q: Vec<f32>,       // (MAX_BATCH, q_dim)
+    pub(crate) k: Vec<f32>,       // (MAX_BATCH, kv_dim)
+    pub(crate) v: Vec<f32>,       // (MAX_BATCH, kv_dim)
+    pub(crate) att: Vec<f32>,     // (n_heads, max_seq) attention scores
+    pub(crate) proj: Vec<f32>,    // (MAX_BATCH, dim)
+    pub(crate) hb: Vec<f32>,      // (MAX_BATCH, ffn_dim)
+    pub(crate) hb2: Vec<f32>,     // (MAX_BATCH, ffn_dim)
+    pub(crate) xq: QActs,         // (MAX_BATCH, max(dim, q_dim, ffn_dim)) quantized activations
+    pub(crate) logits: Vec<f32>,  // (vocab)
+    pub(crate) pool: Option<Arc<Pool>>,
+}
+
+impl Session {
+    /// A session sized for `model`'s config (single-threaded).
+    pub fn new(model: &Model) -> Session {
+        Session::for_config(model.config())
+    }
+
+    /// A session sized for `c`.
+    pub fn for_config(c: &Config) -> Session {
+        let wide = c.dim.max(c.q_dim());
+        let widest = wide.max(c.ffn_dim);
+        Session {
+            pos: 0,
+            max_seq: c.max_seq_len,
+            k_cache: vec![0.0; c.n_layers * c.max_seq_len * c.kv_dim()],
+            v_cache: vec![0.0; c.n_layers * c.max_seq_len * c.kv_dim()],
+            x: vec![0.0; MAX_BATCH * c.dim],
+            xb: vec![0.0; MAX_BATCH * wide],
+            q: vec![0.0; MAX_BATCH * c.q_dim()],
+            k: vec![0.0; MAX_BATCH * c.kv_dim()],
+            v: vec![0.0; MAX_BATCH * c.kv_dim()],
+            att: vec![0.0; c.n_heads * c.max_seq_len],
+            proj: vec![0.0; MAX_BATCH * c.dim],
+            hb: vec![0.0; MAX_BATCH * c.ffn_dim],
+            hb2: vec![0.0; MAX_BATCH * c.ffn_dim],
+            xq: QActs::with_len(MAX_BATCH * widest.next_multiple_of(crate::quant::BLOCK)),
+            logits: vec![0.0; c.vocab_size],
+            pool: None,
+        }
+    }
+
+    /// Splits matrix products across `n` threads (a pool owned by this session).
+    pub fn with_threads(mut self, n: usize) -> Session {
+        self.pool = (n > 1).then(|| Arc::new(Pool::new(n)));
+        self
+    }
+
+    /// Shares an existing pool (sessions of one server can share the cores).
+    pub fn with_pool(mut self, pool: Arc<Pool>) -> Session {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// Number of tokens in the cache: the position of the next token.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// Longest sequence this session holds.
+    pub fn max_seq(&self) -> usize {
+        self.max_seq
+    }
+
+    /// Forgets every token from `pos` on (rollback); `truncate(0)` resets the session.
+    pub fn truncate(&mut self, pos: usize) {
+        self.pos = self.pos.min(pos);
+    }
+
+    /// Logits of the last token forwarded.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    /// Bytes this session holds (KV cache and scratch).
+    pub fn bytes(&self) -> usize {
+        4 * (self.k_cache.len()
+            + self.v_cache.len()
+            + self.x.len()
+            + self.xb.len()
+            + self.q.len()
+            + self.k.len()
+            + self.v.len()
+            + self.att.len()
+            + self.proj.len()
+            + self.hb.len()
+            + self.hb2.len()
+            + self.logits.len())
+            + self.xq.qs.len()
+            + 8 * self.xq.d.len()
+    }
+}

