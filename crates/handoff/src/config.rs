@@ -58,6 +58,8 @@ const DEFAULT_MAX_RETRY_AFTER_MS: u64 = 5_000;
 const DEFAULT_EARLY_WAIT_MS: u64 = 1_000;
 const DEFAULT_MIN_CONFIDENCE: f32 = 0.35;
 const DEFAULT_FALLBACK_WORDS: usize = 16;
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+const MAX_ATTEMPTS: u32 = 10;
 
 // ---- Provider ---------------------------------------------------------------------------------
 
@@ -264,7 +266,9 @@ pub struct Config {
     pub template: CompletionTemplate,
     /// Send a cache-warming request as soon as the user's message arrives.
     pub early_request: bool,
-    /// How long the real request may wait for the warming one to finish.
+    /// How long the real request may wait for the warming one to finish. Waiting lets a
+    /// single-server cache (llama.cpp's slots) serve the real request; it costs time when the
+    /// opener is done long before the provider has read the prompt.
     pub early_request_wait: Duration,
     /// Timeouts.
     pub timeouts: Timeouts,
@@ -408,8 +412,23 @@ impl Config {
         if !(self.words_per_second >= 0.0 && self.words_per_second.is_finite()) {
             return bad("words_per_second", format!("{} must be a finite number >= 0 (0 = shown at once)", self.words_per_second));
         }
-        if self.retry.max_attempts == 0 {
-            return bad("retry.max_attempts", "0 attempts would never ask the cloud; use 1 for no retry".into());
+        // Durations are added to clock readings; an absurd one would overflow the clock.
+        let durations = [
+            ("timeouts.connect_ms", Some(self.timeouts.connect)),
+            ("timeouts.first_token_ms", Some(self.timeouts.first_token)),
+            ("timeouts.idle_ms", Some(self.timeouts.idle)),
+            ("timeouts.total_ms", self.timeouts.total),
+            ("retry.backoff_ms", Some(self.retry.backoff)),
+            ("retry.max_retry_after_ms", Some(self.retry.max_retry_after)),
+            ("early_request_wait_ms", Some(self.early_request_wait)),
+        ];
+        for (key, d) in durations {
+            if d.is_some_and(|d| d > MAX_DURATION) {
+                return bad(key, format!("{} ms is more than a day; use a smaller value", d.map(|d| d.as_millis()).unwrap_or(0)));
+            }
+        }
+        if self.retry.max_attempts == 0 || self.retry.max_attempts > MAX_ATTEMPTS {
+            return bad("retry.max_attempts", format!("{} is out of range; use 1 (no retry) to {MAX_ATTEMPTS}", self.retry.max_attempts));
         }
         if self.max_tokens == 0 {
             return bad("max_tokens", "0 leaves no room for a continuation; use at least 1".into());
@@ -734,6 +753,10 @@ stop = ["=="]
         assert_eq!(e.to_string(), "config key `provider`: is required");
         let e = Config::from_toml("provider = \"prefill\"\nbase_url = \"ftp://x\"").unwrap_err();
         assert!(e.to_string().contains("http://"), "{e}");
+        let e = Config::from_toml("provider = \"prefill\"\nbase_url = \"http://x\"\n[timeouts]\nidle_ms = 9223372036854775807").unwrap_err();
+        assert!(e.to_string().contains("timeouts.idle_ms"), "{e}");
+        let e = Config::from_toml("provider = \"prefill\"\nbase_url = \"http://x\"\n[retry]\nmax_attempts = 0").unwrap_err();
+        assert!(e.to_string().contains("retry.max_attempts"), "{e}");
         let e = Config::from_toml("provider = \"prefill\"\nbase_url = \"http://x\"\n[opener]\nmin_words = 9").unwrap_err();
         assert!(e.to_string().contains("opener.min_words"), "{e}");
         let e = Config::from_toml("provider = \"prefill\"\nbase_url = \"http://x\"\n[completion]\ntemplate = \"llama3\"").unwrap_err();

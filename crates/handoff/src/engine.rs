@@ -19,9 +19,11 @@ use crate::words::{count_words, ends_sentence};
 
 /// What happens during a reply, in order, for a UI (or an SSE stream) to follow.
 ///
-/// A run emits `OpenerPiece`*, then `GuardFired` if the guard replaced the opener, then
-/// `ContinuationDelta`* — or, when the cloud fails, `Error`, `FallbackPiece`* and `Notice` — then
-/// `ModeDecided` (when there is a continuation to label), `Timeline` and `Done`.
+/// A run emits `OpenerPiece`* (or `Error` if the opener failed), then `GuardFired` if the guard
+/// replaced the opener, then `ContinuationDelta`* — or, when the cloud fails, `Error`,
+/// `FallbackPiece`* and `Notice` — then `ModeDecided` (when there is a continuation to label),
+/// `Timeline` and `Done`. A UI shows the text of `OpenerPiece`, `ContinuationDelta`,
+/// `FallbackPiece` and `Notice` in order; together they are exactly [`Reply::text`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// Text of the opener, to show at once.
@@ -43,7 +45,8 @@ pub enum Event {
     ModeDecided(Mode),
     /// Milestones of the reply.
     Timeline(Timeline),
-    /// The cloud failed for good (the reply still ends with the local fallback).
+    /// Something failed: the local opener (the cloud is then asked for a plain answer), or the
+    /// cloud for good (the reply then ends with the local fallback and the note).
     Error(HandoffError),
     /// The reply is complete.
     Done,
@@ -214,7 +217,10 @@ impl Handoff {
         let out = match result {
             Ok(out) => Some(out),
             Err(e) => {
-                reply.error = Some(e.into());
+                // The cloud is still asked, for a plain answer; the failure is reported at once.
+                let err = HandoffError::from(e);
+                events(Event::Error(err.clone()));
+                reply.error = Some(err);
                 None
             }
         };

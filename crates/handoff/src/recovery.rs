@@ -162,7 +162,7 @@ fn split_sentences(text: &str) -> Vec<&str> {
         let boundary = if c == '\n' {
             true
         } else if is_sentence_end(c) && next.is_none_or(char::is_whitespace) {
-            let word = text[start..=i].split_whitespace().last().unwrap_or("").to_lowercase();
+            let word = text[start..i + c.len_utf8()].split_whitespace().last().unwrap_or("").to_lowercase();
             !ABBREVIATIONS.contains(&word.as_str())
         } else {
             false
@@ -311,6 +311,32 @@ mod tests {
     fn sentences_split_on_ends_not_abbreviations_or_decimals() {
         assert_eq!(split_sentences("Use e.g. salt. It costs 3.5 euros! Ok"), vec!["Use e.g. salt.", " It costs 3.5 euros!", " Ok"]);
         assert_eq!(split_sentences(" one\ntwo"), vec![" one\n", "two"]);
+        assert_eq!(split_sentences("Wait… what? 東京です。はい"), vec!["Wait…", " what?", " 東京です。はい"]);
+        assert_eq!(classify("Well…", " actually… no."), SelfRepairPivot);
+    }
+
+    #[test]
+    fn random_inputs_never_panic() {
+        const PARTS: &[&str] = &[
+            "Actually", ",", " ", ".", "…", "!", "\n", "No", "no,", "rather", "than", "wrong", "e.g.", "—", "(", "-",
+            "東京", "。", "é", "or", "well", "I", "mean,", "\"", "'", "Paris", "is",
+        ];
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut text = |n: usize| {
+            let mut out = String::new();
+            for _ in 0..n {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                out.push_str(PARTS[(seed % PARTS.len() as u64) as usize]);
+            }
+            out
+        };
+        for round in 0..20000 {
+            let (o, c) = (text(round % 6), text(round % 13));
+            let mode = classify(&o, &c);
+            assert_eq!(check_pivot(&o, &c).is_some(), mode == SelfRepairPivot, "{o:?} + {c:?}");
+        }
     }
 
     #[test]

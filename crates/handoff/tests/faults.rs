@@ -390,8 +390,9 @@ async fn total_timeout_bounds_the_cloud_phase() {
 async fn opener_failure_asks_the_cloud_for_a_plain_answer() {
     let server = FaultServer::start(vec![Step::chat(&["Paris is the capital."])]).await;
     let mut o = FixedOpener::new("x").failing("weights not loaded");
-    let (reply, _) = run(config(&server.url, ProviderKind::Prefill), &mut o).await;
+    let (reply, events) = run(config(&server.url, ProviderKind::Prefill), &mut o).await;
     assert_eq!(reply.text, "Paris is the capital.");
+    assert!(matches!(&events[0], Event::Error(e) if e.kind() == "opener"), "{events:?}");
     assert_eq!(reply.error.as_ref().map(|e| e.kind()), Some("opener"));
     assert!(reply.error.unwrap().to_string().contains("weights not loaded"));
     let body = &server.requests()[0].body;

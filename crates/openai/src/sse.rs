@@ -462,6 +462,27 @@ mod tests {
     }
 
     #[test]
+    fn random_bytes_never_panic() {
+        let mut seed = 0x0123_4567_89AB_CDEFu64;
+        for round in 0..500 {
+            let mut dec = SseDecoder::new();
+            let mut bytes = Vec::new();
+            for _ in 0..(round % 64) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                // Mostly protocol bytes, sometimes anything.
+                let pick = b"data: event:\r\n\n:x\xff\xc3\xa9";
+                bytes.push(if seed % 4 == 0 { (seed >> 8) as u8 } else { pick[(seed % pick.len() as u64) as usize] });
+            }
+            let cut = bytes.len() / 2;
+            let _ = dec.feed(&bytes[..cut]);
+            let _ = dec.feed(&bytes[cut..]);
+            let _ = dec.finish();
+        }
+    }
+
+    #[test]
     fn endless_line_is_bounded() {
         let mut dec = SseDecoder::new();
         let chunk = vec![b'a'; 64 * 1024];
