@@ -9,7 +9,10 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod chat;
 mod distill;
+mod generate;
+mod models;
 
 #[derive(Parser)]
 #[command(name = "ulm", version, about = "Instant replies from a micro language model, continued by the cloud")]
@@ -20,6 +23,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Stream a local reply to one message.
+    Generate(generate::Args),
+    /// Talk with a local model, turn after turn.
+    Chat(chat::Args),
     /// Ask a teacher model for replies to the prompt set (append-only, resumable).
     Distill(distill::Args),
 }
@@ -28,6 +35,8 @@ fn main() {
     let cli = Cli::parse();
     let res: Result<()> = match cli.cmd {
         Cmd::Distill(a) => distill::run(a),
+        Cmd::Generate(a) => generate::run(a),
+        Cmd::Chat(a) => chat::run(a),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");

@@ -20,6 +20,7 @@ pub mod ops;
 pub mod pool;
 pub mod quant;
 pub mod sampler;
+pub mod generate;
 pub mod session;
 pub mod tokenizer;
 

@@ -230,6 +230,7 @@ impl Model {
                 None => {}
             }
             s.pos += chunk.len();
+            s.history.extend_from_slice(chunk);
             done += chunk.len();
         }
         Ok(())

@@ -512,7 +512,7 @@ mod tests {
             w.matvec(&mut fast, &x, &xq);
             for r in 0..rows {
                 let (qs, d, m) = match w {
-                    Weight::Q8 { qs, d, .. } => (None, d, None),
+                    Weight::Q8 { d, .. } => (None, d, None),
                     Weight::Q4_0 { qs, d, .. } => (Some(qs), d, None),
                     Weight::Q4_1 { qs, d, m, .. } => (Some(qs), d, Some(m)),
                     _ => unreachable!(),

@@ -37,6 +37,7 @@ pub struct Session {
     pub(crate) xq: QActs,         // (MAX_BATCH, max(dim, q_dim, ffn_dim)) quantized activations
     pub(crate) logits: Vec<f32>,  // (vocab)
     pub(crate) pool: Option<Arc<Pool>>,
+    pub(crate) history: Vec<u32>, // (max_seq) the tokens in the cache, capacity reserved up front
 }
 
 impl Session {
@@ -66,6 +67,7 @@ impl Session {
             xq: QActs::with_len(MAX_BATCH * widest.next_multiple_of(crate::quant::BLOCK)),
             logits: vec![0.0; c.vocab_size],
             pool: None,
+            history: Vec::with_capacity(c.max_seq_len),
         }
     }
 
@@ -94,6 +96,17 @@ impl Session {
     /// Forgets every token from `pos` on (rollback); `truncate(0)` resets the session.
     pub fn truncate(&mut self, pos: usize) {
         self.pos = self.pos.min(pos);
+        self.history.truncate(self.pos);
+    }
+
+    /// The tokens in the cache, in order.
+    pub fn tokens(&self) -> &[u32] {
+        &self.history
+    }
+
+    /// How many leading tokens of `prompt` the cache already holds.
+    pub fn common_prefix(&self, prompt: &[u32]) -> usize {
+        self.history.iter().zip(prompt).take_while(|(a, b)| a == b).count()
     }
 
     /// Logits of the last token forwarded.

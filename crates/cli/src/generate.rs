@@ -1,0 +1,136 @@
+//! `ulm generate`: stream a local reply to stdout, with timings on stderr.
+//!
+//! ```text
+//! ulm generate "What is the capital of France?"
+//! ulm generate --model smollm2 --words 8 --temperature 0 "How do I boil an egg?"
+//! ```
+
+use std::io::Write;
+
+use anyhow::Result;
+use ulm_runtime::Session;
+use ulm_runtime::generate::{GenerateOptions, Generation, generate};
+use ulm_runtime::sampler::Sampling;
+
+use crate::models;
+
+/// Options shared by `generate` and `chat`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// Model: a .gguf file, a Hugging Face folder, or a name (ulm-8m, ulm-30m, smollm2).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Weight storage: native (as stored), f32, or int8 (quantize f32/f16 matrices at load).
+    #[arg(long, default_value = "native")]
+    pub precision: String,
+    /// Threads for matrix products.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Context length a session allocates.
+    #[arg(long, default_value_t = 2048)]
+    pub ctx: usize,
+    /// Use the model's own chat template (with its default system prompt, if it has one)
+    /// instead of plain ChatML with no system message.
+    #[arg(long)]
+    pub template: bool,
+}
+
+/// Sampling and stop options.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SampleArgs {
+    /// Stop after this many words, at a word boundary (default: no word limit).
+    #[arg(long)]
+    pub words: Option<usize>,
+    /// Maximum new tokens.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.5)]
+    pub temperature: f32,
+    /// Nucleus sampling threshold.
+    #[arg(long, default_value_t = 0.9)]
+    pub top_p: f32,
+    /// Keep only the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Repetition penalty (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    /// Random seed: the same seed gives the same reply.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SampleArgs {
+    pub fn options(&self) -> GenerateOptions {
+        GenerateOptions {
+            max_tokens: self.max_tokens,
+            words: self.words,
+            sampling: Sampling {
+                temperature: self.temperature,
+                top_p: self.top_p,
+                top_k: self.top_k,
+                repetition_penalty: self.repetition_penalty,
+                seed: self.seed,
+                ..Sampling::default()
+            },
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sample: SampleArgs,
+    /// Print timings as one JSON object on stderr instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
+    /// The user's message.
+    pub prompt: String,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if a.prompt.trim().is_empty() {
+        anyhow::bail!("empty prompt: give the message to reply to, e.g. ulm generate \"What is a comet?\"");
+    }
+    let lm = models::load(a.model.model.as_deref(), &a.model.precision, a.model.ctx)?;
+    let prompt = lm.conversation_prompt(&[ulm_runtime::tokenizer::ChatMessage::user(&a.prompt)], a.model.template)?;
+    let mut session = Session::new(&lm.model).with_threads(a.model.threads);
+    let mut stdout = std::io::stdout().lock();
+    let out = generate(&lm, &mut session, &prompt, &a.sample.options(), &mut |p| {
+        let _ = stdout.write_all(p.text.as_bytes());
+        let _ = stdout.flush();
+        true
+    })?;
+    let _ = writeln!(stdout);
+    report(&lm.name, &out, a.sample.words, a.json);
+    Ok(())
+}
+
+/// Timing line on stderr: time to first token, to N words, ms/token, peak memory.
+pub fn report(name: &str, g: &Generation, words: Option<usize>, json: bool) {
+    let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+    let rss = models::peak_rss().map(|b| b as f64 / (1 << 20) as f64);
+    if json {
+        let v = serde_json::json!({
+            "model": name, "prompt_tokens": g.prompt_tokens, "tokens": g.tokens.len(), "stop": format!("{:?}", g.stop),
+            "prefill_ms": g.prefill.as_secs_f64() * 1e3, "first_token_ms": ms(g.first_piece), "words_ms": ms(g.words_done),
+            "ms_per_token": g.ms_per_token(), "total_ms": g.total.as_secs_f64() * 1e3, "peak_rss_mib": rss,
+        });
+        eprintln!("{v}");
+    } else {
+        eprintln!(
+            "[{name}] {} prompt tokens, {} generated ({:?}) | first token {:.1} ms | first {} words {} | {:.2} ms/token | peak RSS {}",
+            g.prompt_tokens,
+            g.tokens.len(),
+            g.stop,
+            ms(g.first_piece).unwrap_or(f64::NAN),
+            words.unwrap_or(8),
+            ms(g.words_done).map_or("n/a".into(), |v| format!("{v:.1} ms")),
+            g.ms_per_token(),
+            rss.map_or("n/a".into(), |r| format!("{r:.0} MiB")),
+        );
+    }
+}

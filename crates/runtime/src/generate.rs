@@ -1,0 +1,360 @@
+//! Streaming generation with stop rules: end of turn, max tokens, or N words at a word boundary.
+//!
+//! ```no_run
+//! use ulm_runtime::generate::{LoadedModel, GenerateOptions, generate};
+//! use ulm_runtime::{Precision, Session};
+//! let lm = LoadedModel::open("assets/models/SmolLM2-135M-Instruct.Q4_1.gguf".as_ref(), Precision::Native, None).unwrap();
+//! let prompt = lm.chat_prompt("What is the capital of France?").unwrap();
+//! let mut session = Session::new(&lm.model);
+//! let opts = GenerateOptions { words: Some(8), ..GenerateOptions::default() };
+//! let out = generate(&lm, &mut session, &prompt, &opts, &mut |p| { print!("{}", p.text); true }).unwrap();
+//! eprintln!("\n{:?} after {} tokens", out.stop, out.tokens.len());
+//! ```
+//!
+//! Word rule: a word is a run of non-whitespace, punctuation included ("Paris." is one word).
+//! Generation stops when word N+1 *begins*, so it never stops inside a word, and the text is cut
+//! at the end of word N — no trailing space (a trailing space derails a continuator).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::load::gguf::Gguf;
+use crate::load::hf::HfModel;
+use crate::model::Model;
+use crate::quant::Precision;
+use crate::sampler::{Sampler, Sampling};
+use crate::session::Session;
+use crate::tokenizer::{ChatMessage, StreamDecoder, Tokenizer, render_chatml};
+
+/// A model with its tokenizer and chat template, as loaded from one file or folder.
+#[derive(Clone, Debug)]
+pub struct LoadedModel {
+    /// Weights (share freely).
+    pub model: Arc<Model>,
+    /// Tokenizer and chat template.
+    pub tokenizer: Tokenizer,
+    /// Short name (file or folder name).
+    pub name: String,
+    /// Where it was loaded from.
+    pub path: PathBuf,
+}
+
+impl LoadedModel {
+    /// Loads a GGUF file (llama architecture) or a Hugging Face folder (config.json +
+    /// model.safetensors + tokenizer.json). `max_seq` caps the context a session allocates.
+    pub fn open(path: &Path, prec: Precision, max_seq: Option<usize>) -> Result<LoadedModel> {
+        let is_gguf = path.is_file() && {
+            let mut magic = [0u8; 4];
+            std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok() && &magic == b"GGUF"
+        };
+        let (model, tokenizer) = if is_gguf {
+            let g = Gguf::open(path)?;
+            let mut config = g.config()?;
+            if let Some(m) = max_seq {
+                config.max_seq_len = m;
+            }
+            (Model::from_source(&g, config, prec, true)?, Tokenizer::from_gguf(&g)?)
+        } else {
+            let h = HfModel::open(path)?;
+            let mut config = h.config()?;
+            if let Some(m) = max_seq {
+                config.max_seq_len = m;
+            }
+            (Model::from_source(&h, config, prec, false)?, Tokenizer::from_hf(&h)?)
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().trim_end_matches(".gguf").to_string())
+            .unwrap_or_else(|| path.display().to_string());
+        Ok(LoadedModel { model: Arc::new(model), tokenizer, name, path: path.to_owned() })
+    }
+
+    /// Tokens of a single user turn rendered for a reply. Models that ship a chat template get
+    /// it; `raw_chatml` models (whose template forces a system prompt, as SmolLM2's does) get
+    /// plain ChatML with no system message.
+    pub fn chat_prompt(&self, user: &str) -> Result<Vec<u32>> {
+        self.conversation_prompt(&[ChatMessage::user(user)], false)
+    }
+
+    /// Tokens of a whole conversation ending with a generation prompt for the assistant.
+    /// `template` chooses the model's own chat template; otherwise plain ChatML, no system turn.
+    pub fn conversation_prompt(&self, messages: &[ChatMessage], template: bool) -> Result<Vec<u32>> {
+        if messages.iter().all(|m| m.content.trim().is_empty()) {
+            return Err(Error::Request("empty prompt: type a question or a message".into()));
+        }
+        let text = if template { self.tokenizer.render_chat(messages, true)? } else { render_chatml(messages, true) };
+        let mut ids = self.tokenizer.encode(&text, true)?;
+        if self.tokenizer.add_bos() {
+            if let Some(b) = self.tokenizer.bos_id() {
+                if ids.first() != Some(&b) {
+                    ids.insert(0, b);
+                }
+            }
+        }
+        Ok(ids)
+    }
+}
+
+/// What ends a generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model ended its turn (an end-of-turn token).
+    EndOfTurn,
+    /// `max_tokens` were generated.
+    MaxTokens,
+    /// N words were complete and the next one began.
+    Words,
+    /// The session's context is full.
+    ContextFull,
+    /// The caller's callback asked to stop.
+    Cancelled,
+}
+
+/// Generation settings.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    /// Cap on generated tokens.
+    pub max_tokens: usize,
+    /// Stop after this many words, at a word boundary.
+    pub words: Option<usize>,
+    /// Sampling settings.
+    pub sampling: Sampling,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions { max_tokens: 256, words: None, sampling: Sampling::default() }
+    }
+}
+
+/// One streamed piece of text.
+#[derive(Clone, Copy, Debug)]
+pub struct Piece<'a> {
+    /// New text (whole characters only; may be empty-free chunks of several tokens).
+    pub text: &'a str,
+    /// Time since `generate` was called.
+    pub at: Duration,
+    /// Words complete or begun so far.
+    pub words: usize,
+}
+
+/// The result of [`generate`].
+#[derive(Clone, Debug)]
+pub struct Generation {
+    /// The text shown, cut at the word boundary when the word rule stopped it.
+    pub text: String,
+    /// Generated token ids (including the one that began word N+1, excluding end of turn).
+    pub tokens: Vec<u32>,
+    /// Why it stopped.
+    pub stop: StopReason,
+    /// Prompt tokens fed (after KV reuse).
+    pub prompt_tokens: usize,
+    /// Time to feed the prompt.
+    pub prefill: Duration,
+    /// Time to the first visible text.
+    pub first_piece: Option<Duration>,
+    /// Time at which the requested number of words was complete.
+    pub words_done: Option<Duration>,
+    /// Total time.
+    pub total: Duration,
+    /// Per-token log-probabilities of the generated tokens under the model (for confidence).
+    pub logprobs: Vec<f32>,
+    /// Per-token entropies (nats) of the model's distribution at each step.
+    pub entropies: Vec<f32>,
+}
+
+impl Generation {
+    /// Decode time per generated token.
+    pub fn ms_per_token(&self) -> f64 {
+        let n = self.tokens.len().saturating_sub(1).max(1);
+        (self.total - self.first_piece.unwrap_or(self.prefill).min(self.total)).as_secs_f64() * 1e3 / n as f64
+    }
+}
+
+/// Counts words in text streamed piece by piece and finds where word N ends.
+#[derive(Clone, Debug, Default)]
+pub struct WordCounter {
+    words: usize,
+    in_word: bool,
+    /// Byte length of the text up to the end of the last complete-or-current word.
+    end_of_word: usize,
+    len: usize,
+}
+
+impl WordCounter {
+    /// Feeds `piece`; returns `Some(cut)` — the byte length of the text to keep — as soon as a
+    /// word beyond `limit` begins.
+    pub fn push(&mut self, piece: &str, limit: Option<usize>) -> Option<usize> {
+        for (i, ch) in piece.char_indices() {
+            if ch.is_whitespace() {
+                self.in_word = false;
+            } else {
+                if !self.in_word {
+                    self.in_word = true;
+                    self.words += 1;
+                    if limit.is_some_and(|n| self.words > n) {
+                        return Some(self.end_of_word);
+                    }
+                }
+                self.end_of_word = self.len + i + ch.len_utf8();
+            }
+        }
+        self.len += piece.len();
+        None
+    }
+
+    /// Words begun so far.
+    pub fn words(&self) -> usize {
+        self.words
+    }
+}
+
+/// Generates from `prompt` in `session`, reusing the cache: the leading tokens of `prompt` that
+/// the session already holds are skipped (multi-turn chat pays only for the new turn).
+/// `on_piece` receives text as it is produced and returns `false` to stop.
+pub fn generate(lm: &LoadedModel, session: &mut Session, prompt: &[u32], opts: &GenerateOptions, on_piece: &mut dyn FnMut(Piece<'_>) -> bool) -> Result<Generation> {
+    let start = Instant::now();
+    let model = &lm.model;
+    if prompt.is_empty() {
+        return Err(Error::Request("empty prompt: give at least one token".into()));
+    }
+    // Keep at least the last prompt token to feed: its logits start the reply.
+    let reuse = session.common_prefix(prompt).min(prompt.len() - 1);
+    session.truncate(reuse);
+    let feed = &prompt[reuse..];
+    if session.pos() + feed.len() >= session.max_seq() {
+        return Err(Error::Request(format!(
+            "prompt of {} tokens does not fit the context of {} tokens; shorten the conversation",
+            prompt.len(),
+            session.max_seq()
+        )));
+    }
+    model.forward(session, feed)?;
+    let prefill = start.elapsed();
+    let mut sampler = Sampler::new(opts.sampling.clone(), model.config().vocab_size);
+    let mut decoder = StreamDecoder::new(&lm.tokenizer);
+    let mut words = WordCounter::default();
+    let mut out = Generation {
+        text: String::new(),
+        tokens: Vec::with_capacity(opts.max_tokens),
+        stop: StopReason::MaxTokens,
+        prompt_tokens: feed.len(),
+        prefill,
+        first_piece: None,
+        words_done: None,
+        total: Duration::ZERO,
+        logprobs: Vec::with_capacity(opts.max_tokens),
+        entropies: Vec::with_capacity(opts.max_tokens),
+    };
+    let mut recent: Vec<u32> = prompt.to_vec();
+    for _ in 0..opts.max_tokens {
+        let logits = session.logits();
+        let token = sampler.sample(logits, &recent);
+        let (lp, ent) = logprob_entropy(logits, token);
+        if lm.tokenizer.is_end_of_turn(token) {
+            out.stop = StopReason::EndOfTurn;
+            break;
+        }
+        out.tokens.push(token);
+        out.logprobs.push(lp);
+        out.entropies.push(ent);
+        recent.push(token);
+        if let Some(text) = decoder.push(token)? {
+            if let Some(cut) = words.push(&text, opts.words) {
+                // Word N+1 began inside this piece: keep only what belongs to word N.
+                let keep = cut.saturating_sub(out.text.len());
+                let tail = &text[..keep.min(text.len())];
+                if !tail.is_empty() {
+                    out.text.push_str(tail);
+                    on_piece(Piece { text: tail, at: start.elapsed(), words: words.words() - 1 });
+                }
+                out.words_done = Some(start.elapsed());
+                out.stop = StopReason::Words;
+                break;
+            }
+            out.text.push_str(&text);
+            out.first_piece.get_or_insert_with(|| start.elapsed());
+            if !on_piece(Piece { text: &text, at: start.elapsed(), words: words.words() }) {
+                out.stop = StopReason::Cancelled;
+                break;
+            }
+        }
+        if session.pos() + 1 >= session.max_seq() {
+            out.stop = StopReason::ContextFull;
+            break;
+        }
+        model.forward(session, &[token])?;
+    }
+    if matches!(out.stop, StopReason::EndOfTurn | StopReason::MaxTokens | StopReason::ContextFull) {
+        if let Some(rest) = decoder.flush()? {
+            out.text.push_str(&rest);
+            on_piece(Piece { text: &rest, at: start.elapsed(), words: words.words() });
+        }
+        let trimmed = out.text.trim_end().len();
+        out.text.truncate(trimmed);
+    }
+    if out.words_done.is_none() && opts.words.is_some_and(|n| words.words() >= n) {
+        out.words_done = Some(start.elapsed());
+    }
+    out.total = start.elapsed();
+    Ok(out)
+}
+
+/// Log-probability of `token` and entropy (nats) of softmax(`logits`).
+pub fn logprob_entropy(logits: &[f32], token: u32) -> (f32, f32) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut z = 0.0f64;
+    let mut ez = 0.0f64;
+    for &l in logits {
+        let e = ((l - max) as f64).exp();
+        z += e;
+        ez += e * (l - max) as f64;
+    }
+    let logz = z.ln();
+    let lp = (logits[token as usize] - max) as f64 - logz;
+    let entropy = logz - ez / z;
+    (lp as f32, entropy as f32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cut(pieces: &[&str], n: usize) -> (String, bool) {
+        let mut w = WordCounter::default();
+        let mut text = String::new();
+        for p in pieces {
+            if let Some(c) = w.push(p, Some(n)) {
+                text.push_str(p);
+                text.truncate(c);
+                return (text, true);
+            }
+            text.push_str(p);
+        }
+        (text, false)
+    }
+
+    #[test]
+    fn stops_when_the_next_word_begins_never_inside_a_word() {
+        // "Paris" could still grow ("Parisian"): no stop until a new word starts.
+        assert_eq!(cut(&["The", " capital", " is", " Par", "is"], 4), ("The capital is Paris".into(), false));
+        assert_eq!(cut(&["The", " capital", " is", " Par", "is", ".", " It"], 4), ("The capital is Paris.".into(), true));
+        // Punctuation stays with its word; the cut drops the space before the next word.
+        assert_eq!(cut(&["Yes,", " of", " course!", "\n\n", "Here"], 3), ("Yes, of course!".into(), true));
+        // A piece holding the end of word N and the start of word N+1.
+        assert_eq!(cut(&["One two", " three fo", "ur"], 3), ("One two three".into(), true));
+    }
+
+    #[test]
+    fn multibyte_text_is_cut_on_char_boundaries() {
+        assert_eq!(cut(&["Ça", " va", " très", " bien", " 👍"], 4), ("Ça va très bien".into(), true));
+    }
+
+    #[test]
+    fn logprob_and_entropy_of_uniform() {
+        let (lp, h) = logprob_entropy(&[0.0; 4], 2);
+        assert!((lp - (0.25f32).ln()).abs() < 1e-6 && (h - (4f32).ln()).abs() < 1e-6);
+    }
+}

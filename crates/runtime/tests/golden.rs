@@ -1,0 +1,129 @@
+//! The tiny golden model (tests/data/golden, made by `examples/make_golden.rs`) must give its
+//! expected greedy tokens on every path: f32 and int8, with and without the KV cache, one and
+//! two threads, chunked prefill, and rollback.
+
+use std::path::PathBuf;
+
+use ulm_runtime::generate::{GenerateOptions, LoadedModel, generate};
+use ulm_runtime::sampler::{Sampling, argmax};
+use ulm_runtime::{Precision, Session};
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden")
+}
+
+struct Case {
+    prompt: String,
+    prompt_ids: Vec<u32>,
+    tokens: Vec<u32>,
+    text: String,
+}
+
+fn cases() -> Vec<Case> {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(golden_dir().join("expected.json")).unwrap()).unwrap();
+    v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| Case {
+            prompt: c["prompt"].as_str().unwrap().into(),
+            prompt_ids: c["prompt_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect(),
+            tokens: c["tokens"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect(),
+            text: c["text"].as_str().unwrap().into(),
+        })
+        .collect()
+}
+
+fn greedy(n: usize) -> GenerateOptions {
+    GenerateOptions { max_tokens: n, words: None, sampling: Sampling::greedy() }
+}
+
+#[test]
+fn prompt_rendering_is_stable() {
+    let lm = LoadedModel::open(&golden_dir(), Precision::F32, None).unwrap();
+    for c in cases() {
+        assert_eq!(lm.chat_prompt(&c.prompt).unwrap(), c.prompt_ids, "{}", c.prompt);
+    }
+}
+
+#[test]
+fn cached_generation_matches_on_f32_int8_and_threads() {
+    for (prec, threads) in [(Precision::F32, 1), (Precision::Native, 1), (Precision::Int8, 1), (Precision::F32, 2), (Precision::Int8, 2)] {
+        let lm = LoadedModel::open(&golden_dir(), prec, None).unwrap();
+        if prec == Precision::Int8 {
+            assert_eq!(lm.model.weight_format(), "q8");
+        }
+        for c in cases() {
+            let mut s = Session::new(&lm.model).with_threads(threads);
+            let g = generate(&lm, &mut s, &c.prompt_ids, &greedy(c.tokens.len()), &mut |_| true).unwrap();
+            assert_eq!(g.tokens, c.tokens, "{prec:?} x{threads}: {}", c.prompt);
+            assert_eq!(g.text, c.text);
+        }
+    }
+}
+
+#[test]
+fn uncached_recomputation_gives_the_same_tokens() {
+    for prec in [Precision::F32, Precision::Int8] {
+        let lm = LoadedModel::open(&golden_dir(), prec, None).unwrap();
+        for c in cases() {
+            let mut seq = c.prompt_ids.clone();
+            for &want in &c.tokens {
+                // A fresh session each step: the whole sequence is recomputed, no cache.
+                let mut s = Session::new(&lm.model);
+                let got = argmax(lm.model.forward(&mut s, &seq).unwrap());
+                assert_eq!(got, want, "{prec:?} uncached: {}", c.prompt);
+                seq.push(got);
+            }
+        }
+    }
+}
+
+#[test]
+fn rollback_and_token_by_token_prefill_agree() {
+    let lm = LoadedModel::open(&golden_dir(), Precision::F32, None).unwrap();
+    let c = &cases()[1];
+    let mut a = Session::new(&lm.model);
+    let full = lm.model.forward(&mut a, &c.prompt_ids).unwrap().to_vec();
+    let mut b = Session::new(&lm.model);
+    for &t in &c.prompt_ids {
+        lm.model.forward(&mut b, &[t]).unwrap();
+    }
+    let one_by_one = b.logits().to_vec();
+    for (x, y) in full.iter().zip(&one_by_one) {
+        assert!((x - y).abs() <= 1e-4 * (1.0 + x.abs()), "{x} vs {y}");
+    }
+    // Roll back three tokens and feed them again: the same logits.
+    let n = c.prompt_ids.len();
+    a.truncate(n - 3);
+    let again = lm.model.forward(&mut a, &c.prompt_ids[n - 3..]).unwrap();
+    for (x, y) in full.iter().zip(again) {
+        assert!((x - y).abs() <= 1e-4 * (1.0 + x.abs()));
+    }
+}
+
+#[test]
+fn same_seed_same_sample_and_word_stop() {
+    let lm = LoadedModel::open(&golden_dir(), Precision::F32, None).unwrap();
+    let c = &cases()[0];
+    let opts = GenerateOptions { max_tokens: 20, words: None, sampling: Sampling { temperature: 1.0, top_p: 0.95, seed: 5, ..Sampling::default() } };
+    let run = || generate(&lm, &mut Session::new(&lm.model), &c.prompt_ids, &opts, &mut |_| true).unwrap().tokens;
+    assert_eq!(run(), run());
+    let other = GenerateOptions { sampling: Sampling { seed: 6, ..opts.sampling.clone() }, ..opts.clone() };
+    let g6 = generate(&lm, &mut Session::new(&lm.model), &c.prompt_ids, &other, &mut |_| true).unwrap().tokens;
+    assert_ne!(run(), g6, "different seeds should differ on a random model at temperature 1");
+}
+
+#[test]
+fn errors_name_the_problem() {
+    let lm = LoadedModel::open(&golden_dir(), Precision::F32, None).unwrap();
+    let mut s = Session::new(&lm.model);
+    let e = lm.model.forward(&mut s, &[]).unwrap_err().to_string();
+    assert!(e.contains("empty"), "{e}");
+    let e = lm.model.forward(&mut s, &[100_000]).unwrap_err().to_string();
+    assert!(e.contains("100000") && e.contains("vocabulary"), "{e}");
+    let long = vec![5u32; 300];
+    let e = lm.model.forward(&mut s, &long).unwrap_err().to_string();
+    assert!(e.contains("context full"), "{e}");
+    assert!(lm.chat_prompt("   ").unwrap_err().to_string().contains("empty prompt"));
+}

@@ -1,0 +1,38 @@
+//! Decoding a token allocates nothing: a counting global allocator watches `Model::forward`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ulm_runtime::{Config, Model, Precision, Session};
+
+struct Counting;
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::SeqCst);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+#[test]
+fn decode_steps_do_not_allocate() {
+    let mut c = Config::micro_8m();
+    c.max_seq_len = 128;
+    for model in [Model::random(c.clone(), 1), Model::random(c, 1).converted(Precision::Int8)] {
+        let mut s = Session::new(&model);
+        model.forward(&mut s, &[1, 2, 3, 4, 5]).unwrap();
+        let before = ALLOCS.load(Ordering::SeqCst);
+        for t in 0..20u32 {
+            model.forward(&mut s, &[t + 10]).unwrap();
+        }
+        let n = ALLOCS.load(Ordering::SeqCst) - before;
+        assert_eq!(n, 0, "{} allocations in 20 decode steps ({})", n, model.weight_format());
+    }
+}
