@@ -126,7 +126,8 @@ pub struct Reply {
     pub finish_reason: Option<String>,
     /// Milestones and the gap.
     pub timeline: Timeline,
-    /// What failed, if anything.
+    /// What failed: the cloud's final error when the reply ended in the local fallback, else
+    /// the opener's error if the local model failed (every failure is also an [`Event::Error`]).
     pub error: Option<HandoffError>,
 }
 
@@ -284,18 +285,16 @@ impl Handoff {
                 };
                 emit_fallback(seam.finish(), &mut added, &mut tl, &at, &mut events);
                 reply.fallback = added;
-                if let (Err(e), None) = (local, &reply.error) {
-                    reply.error = Some(e.into());
+                if let Err(e) = local {
+                    events(Event::Error(e.into()));
                 }
             }
             let before = format!("{so_far}{}", reply.fallback);
             let sep = if before.trim().is_empty() { "" } else { " " };
             reply.note = format!("{sep}{}", cfg.fallback.note);
             events(Event::Notice(reply.note.clone()));
-            // The cloud's failure is the one to report; an opener failure came first and is kept.
-            if !matches!(reply.error, Some(HandoffError::Opener(_))) {
-                reply.error = Some(err);
-            }
+            // The cloud's failure decided how the reply ends: it is the one the reply carries.
+            reply.error = Some(err);
         }
         self.finish(reply, tl, &at, &mut events)
     }

@@ -104,6 +104,7 @@ pub struct FixedOpener {
     confidence: Option<f32>,
     delay: Duration,
     fail: Option<String>,
+    fail_finish: Option<String>,
     /// Number of `write_opener` calls so far.
     pub calls: usize,
     /// The `text_so_far` of every `finish_locally` call.
@@ -139,6 +140,12 @@ impl FixedOpener {
         self.fail = Some(message.into());
         self
     }
+
+    /// Make `finish_locally` fail with `message`.
+    pub fn failing_finish(mut self, message: impl Into<String>) -> Self {
+        self.fail_finish = Some(message.into());
+        self
+    }
 }
 
 impl OpenerModel for FixedOpener {
@@ -162,6 +169,9 @@ impl OpenerModel for FixedOpener {
 
     fn finish_locally(&mut self, _conversation: &[Turn], text_so_far: &str, max_words: usize, on_piece: &mut dyn FnMut(&str)) -> Result<String, OpenerError> {
         self.finish_calls.push(text_so_far.to_string());
+        if let Some(msg) = &self.fail_finish {
+            return Err(OpenerError::new(msg.clone()));
+        }
         let lead = &self.finish[..self.finish.len() - self.finish.trim_start().len()];
         let text = format!("{lead}{}", first_words(&self.finish, max_words));
         if !text.is_empty() {

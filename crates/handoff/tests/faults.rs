@@ -509,3 +509,27 @@ fn works_from_a_sync_caller_with_a_current_thread_runtime() {
         assert_eq!(reply.text, "The capital of France is Paris.");
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_serializes_for_json_output() {
+    let server = FaultServer::start(vec![Step::error(500, "boom")]).await;
+    let (reply, _) = run(config(&server.url, ProviderKind::Prefill), &mut opener()).await;
+    let v = serde_json::to_value(&reply).unwrap();
+    assert_eq!(v["text"], reply.text.as_str());
+    assert_eq!(v["provider"], "prefill");
+    assert_eq!(v["error"]["kind"], "http");
+    assert!(v["error"]["message"].as_str().unwrap().contains("boom"));
+    assert!(v["timeline"]["opener_done_ms"].is_number());
+    assert_eq!(v["timeline"]["attempts"], 2);
+    assert_eq!(v["guard"]["fired"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_fallback_failure_still_ends_with_the_note() {
+    let url = closed_port_url();
+    let mut o = FixedOpener::new(OPENER).failing_finish("session lost");
+    let (reply, events) = run(config(&url, ProviderKind::Prefill), &mut o).await;
+    assert_fell_back(&reply, &events, "connect");
+    assert!(events.iter().any(|e| matches!(e, Event::Error(e) if e.kind() == "opener" && e.to_string().contains("session lost"))));
+    assert_eq!(reply.text, format!("{OPENER} {}", Config::new(ProviderKind::Prefill, "http://x").fallback.note));
+}
