@@ -45,6 +45,13 @@ PY
   fi
   say "SmolLM2-135M-Instruct verified ($smol)"
 fi
+
+# llama.cpp's own server (xllamacpp wheel): the peer in benchmarks, a real server in tests, the teacher.
+if [ ! -x "$ASSETS/venv/bin/python" ] || ! "$ASSETS/venv/bin/python" -c 'import xllamacpp' 2>/dev/null; then
+  say "pip install xllamacpp into $ASSETS/venv"
+  python3 -m venv "$ASSETS/venv"
+  "$ASSETS/venv/bin/pip" install --quiet xllamacpp==2026.10.11549 >&2
+fi
 [ "$what" = models ] && exit 0
 
 unzip_member() { # wheel member-suffix out
