@@ -9,6 +9,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod chat;
 mod distill;
 mod generate;
@@ -27,6 +28,8 @@ enum Cmd {
     Generate(generate::Args),
     /// Talk with a local model, turn after turn.
     Chat(chat::Args),
+    /// Time the runtime (μLM presets, SmolLM2) against llama.cpp.
+    Bench(bench::Args),
     /// Ask a teacher model for replies to the prompt set (append-only, resumable).
     Distill(distill::Args),
 }
@@ -35,6 +38,7 @@ fn main() {
     let cli = Cli::parse();
     let res: Result<()> = match cli.cmd {
         Cmd::Distill(a) => distill::run(a),
+        Cmd::Bench(a) => bench::run(a),
         Cmd::Generate(a) => generate::run(a),
         Cmd::Chat(a) => chat::run(a),
     };
