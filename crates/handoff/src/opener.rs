@@ -38,6 +38,13 @@ impl Turn {
     }
 }
 
+/// A turn from an OpenAI chat message (its text parts joined).
+impl From<&ulm_openai::chat::ChatMessage> for Turn {
+    fn from(m: &ulm_openai::chat::ChatMessage) -> Self {
+        Turn { role: m.role, content: m.text() }
+    }
+}
+
 /// What [`OpenerModel::write_opener`] produced.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct OpenerOut {
@@ -96,6 +103,9 @@ pub trait OpenerModel: Send {
 /// let out = o.write_opener(&[Turn::user("Capital of France?")], 5, &mut |p| pieces.push(p.to_string())).unwrap();
 /// assert_eq!(pieces, ["The", " capital", " of", " France", " is"]);
 /// assert_eq!((out.text.as_str(), out.ended), ("The capital of France is", false));
+/// // A request's messages convert directly.
+/// let turn = Turn::from(&ulm_openai::chat::ChatMessage::user("Hi"));
+/// assert_eq!(turn, Turn::user("Hi"));
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct FixedOpener {
