@@ -177,7 +177,8 @@ impl Handoff {
     ///
     /// Needs a tokio runtime with IO and time enabled. On a multi-threaded runtime the opener
     /// model runs under `block_in_place`; on a current-thread runtime it blocks the thread while
-    /// it writes (the early request then starts only afterwards).
+    /// it writes (the early request then starts only afterwards). Do not call it inside a
+    /// `LocalSet` on a multi-threaded runtime: tokio forbids `block_in_place` there.
     pub async fn run<F: FnMut(Event)>(&self, opener: &mut dyn OpenerModel, conversation: &[Turn], mut events: F) -> Reply {
         let t0 = Instant::now();
         let at = move || t0.elapsed().as_secs_f64() * 1000.0;
