@@ -201,7 +201,7 @@ impl Tokenizer {
             _ => None,
         };
         let add_bos = cfg("add_bos_token").and_then(serde_json::Value::as_bool).unwrap_or(false);
-        Self::assemble(hf, bos, eos, &[], add_bos, template, bos_token, eos_token)
+        Self::assemble(name, hf, bos, eos, &[], add_bos, template, bos_token, eos_token)
     }
 
     /// Builds the byte-level BPE tokenizer a GGUF file describes (`tokenizer.ggml.*`), with the
@@ -249,7 +249,20 @@ impl Tokenizer {
                     .ok_or_else(|| err(format!("merge #{i} `{m}` is not two tokens separated by a space")))
             })
             .collect::<Result<Vec<_>>>()?;
-        let (pre_tokenizer, ignore_merges) = gguf_pre_tokenizer(pre).map_err(err)?;
+        let (mut pre_tokenizer, ignore_merges) = gguf_pre_tokenizer(pre).map_err(err)?;
+        // Bytes missing from the vocabulary (SmolLM2 lacks 21) are dropped by both llama.cpp and
+        // `tokenizers`, but llama.cpp keeps them as a barrier between symbols while `tokenizers`
+        // lets their neighbours merge. Isolating them after the byte mapping restores the barrier.
+        let missing: String = byte_level_chars()
+            .into_iter()
+            .filter(|c| !vocab.contains_key(&c.to_string()))
+            .map(|c| format!("\\x{{{:x}}}", c as u32))
+            .collect();
+        if !missing.is_empty() {
+            let split = Split::new(SplitPattern::Regex(format!("[{missing}]")), SplitDelimiterBehavior::Isolated, false)
+                .map_err(|e| err(format!("pre-tokenizer regex: {e}")))?;
+            pre_tokenizer = Sequence::new(vec![pre_tokenizer, split.into()]).into();
+        }
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
             .ignore_merges(ignore_merges)
@@ -292,11 +305,12 @@ impl Tokenizer {
         };
         let text = |id: Option<u32>| id.and_then(|i| tokens.get(i as usize)).map(|s| s.to_string());
         let (bos_token, eos_token) = (text(bos), text(eos));
-        Self::assemble(hf, bos, eos, &extra_eot, add_bos, template, bos_token, eos_token)
+        Self::assemble(&file, hf, bos, eos, &extra_eot, add_bos, template, bos_token, eos_token)
     }
 
     #[allow(clippy::too_many_arguments)]
     fn assemble(
+        file: &str,
         hf: tokenizers::Tokenizer,
         bos: Option<u32>,
         eos: Option<u32>,
@@ -313,7 +327,7 @@ impl Tokenizer {
         let from_model = template.is_some();
         let source = template.unwrap_or_else(|| DEFAULT_TEMPLATE.to_string());
         let template = Template {
-            env: template_env(&source)?,
+            env: template_env(&source).map_err(|e| Error::Template(format!("{e} (in the template of {file})")))?,
             source,
             from_model,
             bos_token: bos_token.unwrap_or_default(),
@@ -457,19 +471,19 @@ impl Tokenizer {
 
 /// Builds the environment HF templates expect: jinja2's `trim_blocks` and `lstrip_blocks`,
 /// `raise_exception`, and the Python string/dict methods templates commonly call.
-fn template_env(source: &str) -> Result<Environment<'static>> {
+fn template_env(source: &str) -> Result<Environment<'static>, String> {
     let mut env = Environment::new();
     let syntax = minijinja::syntax::SyntaxConfig::builder()
         .trim_blocks(true)
         .lstrip_blocks(true)
         .build()
-        .map_err(|e| Error::Template(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     env.set_syntax(syntax);
     env.add_function("raise_exception", |msg: String| -> Result<Value, minijinja::Error> {
         Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
     });
     env.set_unknown_method_callback(python_method);
-    env.add_template_owned("chat", source.to_string()).map_err(|e| Error::Template(describe(&e)))?;
+    env.add_template_owned("chat", source.to_string()).map_err(|e| describe(&e))?;
     Ok(env)
 }
 
@@ -576,6 +590,23 @@ pub fn render_chatml(messages: &[ChatMessage], add_generation_prompt: bool) -> S
 /// continues it. Errors unless the last message is from the assistant.
 pub fn render_chatml_continue(messages: &[ChatMessage]) -> Result<String> {
     continue_final(messages, |m| Ok(render_chatml(m, false)))
+}
+
+/// GPT-2's printable stand-ins for the 256 bytes, in byte order.
+fn byte_level_chars() -> Vec<char> {
+    let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+    let mut next = 256;
+    (0..256u32)
+        .map(|b| {
+            let c = if printable(b) {
+                b
+            } else {
+                next += 1;
+                next - 1
+            };
+            char::from_u32(c).unwrap_or('\u{fffd}')
+        })
+        .collect()
 }
 
 /// Pre-tokenizer of a GGUF `tokenizer.ggml.pre`, and whether whole words skip the merges.

@@ -538,8 +538,7 @@ impl Gguf {
         let ffn_dim = get("feed_forward_length")?;
         let head_dim = match opt("attention.key_length")? {
             Some(h) => h,
-            None if n_heads > 0 => dim / n_heads,
-            None => 0,
+            None => dim.checked_div(n_heads).unwrap_or(0),
         };
         if let Some(v) = opt("attention.value_length")? {
             if v != head_dim {
@@ -672,7 +671,7 @@ impl<'a> Reader<'a> {
         if need > self.remaining() as u64 {
             return Err(Error::Truncated {
                 path: self.path.to_path_buf(),
-                what: format!("{what} ({count})"),
+                what: format!("{what} ({count} entries)"),
                 start: self.pos as u64,
                 end: (self.pos as u64).saturating_add(need),
                 len: self.buf.len() as u64,
@@ -683,8 +682,7 @@ impl<'a> Reader<'a> {
 
     fn string(&mut self, what: &str) -> Result<String> {
         let n = self.u64(what)?;
-        self.check_count(n, 1, what)?;
-        let bytes = self.take(n as usize, what)?;
+        let bytes = self.take(usize::try_from(n).unwrap_or(usize::MAX), what)?;
         match std::str::from_utf8(bytes) {
             Ok(s) => Ok(s.to_string()),
             Err(e) => Err(Error::format(self.path, format!("{what}: a string is not valid UTF-8 ({e})"))),

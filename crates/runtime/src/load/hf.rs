@@ -114,7 +114,7 @@ impl HfConfig {
         let n_layers = need(self.num_hidden_layers, self.n_layers, "num_hidden_layers (or n_layers)")?;
         let n_heads = need(self.num_attention_heads, self.n_heads, "num_attention_heads (or n_heads)")?;
         let n_kv_heads = self.num_key_value_heads.or(self.n_kv_heads).unwrap_or(n_heads);
-        let head_dim = self.head_dim.unwrap_or(if n_heads > 0 { dim / n_heads } else { 0 });
+        let head_dim = self.head_dim.unwrap_or(dim.checked_div(n_heads).unwrap_or(0));
         let ffn_dim = match (self.intermediate_size.or(self.hidden_dim), self.multiple_of) {
             (Some(f), _) => f,
             // MiniMind: hidden = multiple_of * ceil((2 * 4 * dim / 3) / multiple_of).
@@ -205,13 +205,21 @@ fn parse_safetensors(path: &Path, buf: &[u8]) -> Result<BTreeMap<String, SafeTen
         shape: Vec<u64>,
         data_offsets: (u64, u64),
     }
-    let mut tensors = BTreeMap::new();
+    let mut entries = Vec::with_capacity(header.len());
     for (name, v) in header {
         if name == "__metadata__" {
             continue;
         }
+        match serde_json::from_value::<Entry>(v) {
+            Ok(e) => entries.push((name, e)),
+            Err(e) => return Err(Error::format(path, format!("tensor `{name}`: bad header entry: {e}"))),
+        }
+    }
+    // In file order, so that a cut file names the tensor the cut falls in.
+    entries.sort_by_key(|(_, e)| e.data_offsets);
+    let mut tensors = BTreeMap::new();
+    for (name, e) in entries {
         let bad = |msg: String| Error::format(path, format!("tensor `{name}`: {msg}"));
-        let e: Entry = serde_json::from_value(v).map_err(|e| bad(format!("bad header entry: {e}")))?;
         let (s, t) = e.data_offsets;
         if t < s {
             return Err(bad(format!("data_offsets [{s}, {t}] run backwards")));

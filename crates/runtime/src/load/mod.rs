@@ -195,14 +195,11 @@ impl Part {
 /// Errors name the file and the tensor: `Error::MissingTensor`, `Error::DType` or `Error::Shape`
 /// (expected vs found). Both loaders call it from their `config()`.
 pub fn check_shapes<S: TensorSource + ?Sized>(src: &S, c: &Config) -> Result<()> {
-    let mut wanted: Vec<(Part, usize)> = vec![(Part::Embedding, 0), (Part::FinalNorm, 0)];
-    if !c.tied_embeddings {
-        wanted.push((Part::LmHead, 0));
-    }
-    for layer in 0..c.n_layers {
-        wanted.extend(Part::PER_LAYER.iter().map(|&p| (p, layer)));
-    }
-    for (part, layer) in wanted {
+    let global = [Part::Embedding, Part::FinalNorm, Part::LmHead];
+    let global = global.iter().filter(|&&p| p != Part::LmHead || !c.tied_embeddings).map(|&p| (p, 0));
+    // Lazily: a corrupted layer count must not allocate, it fails at the first missing layer.
+    let layers = (0..c.n_layers).flat_map(|layer| Part::PER_LAYER.iter().map(move |&p| (p, layer)));
+    for (part, layer) in global.chain(layers) {
         let name = src.part_name(part, layer);
         let t = src.tensor(&name)?;
         let expected = part.shape(c);
