@@ -14,6 +14,7 @@ mod chat;
 mod distill;
 mod generate;
 mod models;
+mod serve;
 
 #[derive(Parser)]
 #[command(name = "ulm", version, about = "Instant replies from a micro language model, continued by the cloud")]
@@ -32,6 +33,8 @@ enum Cmd {
     Bench(bench::Args),
     /// Ask a teacher model for replies to the prompt set (append-only, resumable).
     Distill(distill::Args),
+    /// Serve the OpenAI-compatible API, the handoff stream and the web demo.
+    Serve(serve::Args),
 }
 
 fn main() {
@@ -41,6 +44,7 @@ fn main() {
         Cmd::Bench(a) => bench::run(a),
         Cmd::Generate(a) => generate::run(a),
         Cmd::Chat(a) => chat::run(a),
+        Cmd::Serve(a) => serve::run(a),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");

@@ -1,0 +1,286 @@
+//! The handoff's local side over ulm-runtime: [`LocalOpener`] implements
+//! [`ulm_handoff::OpenerModel`] with a loaded model and a session. The server and `ulm ask` both
+//! use it.
+//!
+//! ```no_run
+//! use ulm_handoff::{Config, Handoff, ProviderKind, Turn};
+//! use ulm_runtime::{Precision, generate::LoadedModel};
+//! use ulm_server::local_opener::LocalOpener;
+//! # async fn f() {
+//! let lm = LoadedModel::open("models/ulm-8m".as_ref(), Precision::Native, Some(1024)).unwrap();
+//! let mut opener = LocalOpener::new(lm);
+//! let handoff = Handoff::new(Config::new(ProviderKind::Prefill, "http://127.0.0.1:8080")).unwrap();
+//! let reply = handoff.run(&mut opener, &[Turn::user("How do I boil an egg?")], |ev| println!("{ev:?}")).await;
+//! println!("{}", reply.text);
+//! # }
+//! ```
+//!
+//! The opener is generated with the paper demo's settings (temperature 0.5, top-p 0.9, at most
+//! [`DEFAULT_MAX_TOKENS`] tokens) and stops when word N+1 begins, cut after word N. Its confidence
+//! is the mean probability of the sampled tokens. The conversation is windowed to fit the model's
+//! context: the oldest turns go first, the system turn and the last turn stay.
+
+use std::sync::Arc;
+
+use ulm_handoff::words::ends_sentence;
+use ulm_handoff::{OpenerError, OpenerModel, OpenerOut, Role, Turn};
+use ulm_runtime::generate::{GenerateOptions, LoadedModel, StopReason, generate};
+use ulm_runtime::sampler::Sampling;
+use ulm_runtime::tokenizer::{ChatMessage, render_chatml, render_chatml_continue};
+
+use crate::sessions::SessionPool;
+
+/// Token cap of one opener (the authors' demo uses 48).
+pub const DEFAULT_MAX_TOKENS: usize = 48;
+
+/// A μLM (or any model ulm-runtime loads) writing openers, with a session per call taken from a
+/// [`SessionPool`] so that the next turn reuses the cached conversation.
+pub struct LocalOpener {
+    lm: LoadedModel,
+    sessions: Arc<SessionPool>,
+    template: bool,
+    sampling: Sampling,
+    max_tokens: usize,
+    calls: u64,
+}
+
+impl std::fmt::Debug for LocalOpener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalOpener").field("model", &self.lm.name).field("template", &self.template).finish()
+    }
+}
+
+impl LocalOpener {
+    /// An opener over `lm` with its own one-session pool.
+    pub fn new(lm: LoadedModel) -> Self {
+        let sessions = Arc::new(SessionPool::new(&lm.model, 1, 1));
+        Self::with_sessions(lm, sessions)
+    }
+
+    /// An opener over `lm` that takes its sessions from a shared `sessions` pool.
+    pub fn with_sessions(lm: LoadedModel, sessions: Arc<SessionPool>) -> Self {
+        LocalOpener { lm, sessions, template: false, sampling: Sampling::default(), max_tokens: DEFAULT_MAX_TOKENS, calls: 0 }
+    }
+
+    /// Use the model's own chat template instead of plain ChatML with no system turn.
+    pub fn template(mut self, on: bool) -> Self {
+        self.template = on;
+        self
+    }
+
+    /// Sampling settings (the seed is advanced by one per call, so replies differ yet repeat).
+    pub fn sampling(mut self, sampling: Sampling) -> Self {
+        self.sampling = sampling;
+        self
+    }
+
+    /// Token cap of an opener.
+    pub fn max_tokens(mut self, n: usize) -> Self {
+        self.max_tokens = n.max(1);
+        self
+    }
+
+    /// The model.
+    pub fn model(&self) -> &LoadedModel {
+        &self.lm
+    }
+
+    fn render(&self, messages: &[ChatMessage], continuing: bool) -> Result<String, OpenerError> {
+        let tok = &self.lm.tokenizer;
+        let r = match (continuing, self.template) {
+            (true, true) => tok.render_chat_continue(messages),
+            (true, false) => render_chatml_continue(messages),
+            (false, true) => tok.render_chat(messages, true),
+            (false, false) => Ok(render_chatml(messages, true)),
+        };
+        r.map_err(err)
+    }
+
+    /// Tokens of the conversation (plus a partial assistant reply when `partial` is given), with
+    /// the oldest turns dropped until `reserve` tokens fit after it.
+    fn prompt(&self, conversation: &[Turn], partial: Option<&str>, reserve: usize) -> Result<Vec<u32>, OpenerError> {
+        let mut messages: Vec<ChatMessage> = conversation
+            .iter()
+            .filter_map(|t| {
+                let role = match t.role {
+                    Role::System | Role::Developer => "system",
+                    Role::User => "user",
+                    Role::Assistant => "assistant",
+                    Role::Tool => return None,
+                };
+                Some(ChatMessage::new(role, t.content.clone()))
+            })
+            .collect();
+        if let Some(p) = partial {
+            messages.push(ChatMessage::assistant(p));
+        }
+        let max_seq = self.lm.model.config().max_seq_len;
+        loop {
+            let ids = encode(&self.lm, &self.render(&messages, partial.is_some())?)?;
+            if ids.len() + reserve < max_seq {
+                return Ok(ids);
+            }
+            // Drop the oldest turn that is neither the system turn nor the last one (nor the
+            // partial reply being continued).
+            let keep_tail = if partial.is_some() { 2 } else { 1 };
+            let first = messages.iter().position(|m| m.role != "system");
+            match first {
+                Some(i) if i + keep_tail < messages.len() => {
+                    messages.remove(i);
+                }
+                _ => {
+                    return Err(OpenerError::new(format!(
+                        "the conversation needs {} tokens but the local model's context holds {max_seq}",
+                        ids.len() + reserve
+                    )));
+                }
+            }
+        }
+    }
+
+    fn next_sampling(&mut self) -> Sampling {
+        let mut s = self.sampling.clone();
+        s.seed = s.seed.wrapping_add(self.calls);
+        self.calls += 1;
+        s
+    }
+}
+
+/// Tokens of a rendered prompt, with BOS when the model wants one.
+pub(crate) fn encode(lm: &LoadedModel, text: &str) -> Result<Vec<u32>, OpenerError> {
+    let mut ids = lm.tokenizer.encode(text, true).map_err(err)?;
+    if lm.tokenizer.add_bos() {
+        if let Some(b) = lm.tokenizer.bos_id() {
+            if ids.first() != Some(&b) {
+                ids.insert(0, b);
+            }
+        }
+    }
+    Ok(ids)
+}
+
+fn err(e: impl std::fmt::Display) -> OpenerError {
+    OpenerError::new(e.to_string())
+}
+
+impl OpenerModel for LocalOpener {
+    fn write_opener(&mut self, conversation: &[Turn], words: usize, on_piece: &mut dyn FnMut(&str)) -> Result<OpenerOut, OpenerError> {
+        let prompt = self.prompt(conversation, None, self.max_tokens)?;
+        let opts = GenerateOptions { max_tokens: self.max_tokens, words: Some(words.max(1)), sampling: self.next_sampling() };
+        let mut session = self.sessions.take(&prompt);
+        let mut text = String::new();
+        let result = generate(&self.lm, &mut session, &prompt, &opts, &mut |p| {
+            text.push_str(p.text);
+            on_piece(p.text);
+            true
+        });
+        self.sessions.give(session);
+        let g = result.map_err(err)?;
+        // The pieces are the opener; the runtime trims trailing whitespace of its own copy only.
+        let confidence = (!g.logprobs.is_empty()).then(|| g.logprobs.iter().map(|lp| lp.exp()).sum::<f32>() / g.logprobs.len() as f32);
+        Ok(OpenerOut { text, ended: g.stop == StopReason::EndOfTurn, tokens: g.tokens.len(), confidence })
+    }
+
+    fn finish_locally(&mut self, conversation: &[Turn], text_so_far: &str, max_words: usize, on_piece: &mut dyn FnMut(&str)) -> Result<String, OpenerError> {
+        let so_far = text_so_far.trim_end();
+        if so_far.is_empty() || ends_sentence(so_far) || max_words == 0 {
+            return Ok(String::new());
+        }
+        let max_tokens = 4 * max_words + 8;
+        let prompt = self.prompt(conversation, Some(so_far), max_tokens)?;
+        let opts = GenerateOptions { max_tokens, words: Some(max_words), sampling: self.next_sampling() };
+        let mut session = self.sessions.take(&prompt);
+        let mut finish = SentenceEnd::default();
+        let result = generate(&self.lm, &mut session, &prompt, &opts, &mut |p| finish.push(p.text, on_piece));
+        self.sessions.give(session);
+        result.map_err(err)?;
+        finish.flush(on_piece);
+        Ok(finish.added)
+    }
+}
+
+/// Passes pieces on until a sentence ends: a piece ending in `.`/`!`/`?` is held until the next
+/// one shows whether a new sentence starts (whitespace) or not ("3." then "5").
+#[derive(Default)]
+struct SentenceEnd {
+    added: String,
+    held: String,
+    done: bool,
+}
+
+impl SentenceEnd {
+    fn push(&mut self, piece: &str, on_piece: &mut dyn FnMut(&str)) -> bool {
+        if self.done {
+            return false;
+        }
+        if !self.held.is_empty() {
+            if piece.starts_with(char::is_whitespace) {
+                self.flush(on_piece);
+                self.done = true;
+                return false;
+            }
+            self.flush(on_piece);
+        }
+        // A sentence end inside the piece, followed by whitespace: cut after it.
+        let mut cut = None;
+        let mut prev_end = false;
+        for (i, c) in piece.char_indices() {
+            if prev_end && c.is_whitespace() {
+                cut = Some(i);
+                break;
+            }
+            prev_end = ends_sentence(&format!("{}{}", self.added, &piece[..i + c.len_utf8()])) && !c.is_whitespace();
+        }
+        if let Some(i) = cut {
+            self.emit(&piece[..i], on_piece);
+            self.done = true;
+            return false;
+        }
+        if prev_end {
+            self.held = piece.to_string();
+        } else {
+            self.emit(piece, on_piece);
+        }
+        true
+    }
+
+    fn emit(&mut self, text: &str, on_piece: &mut dyn FnMut(&str)) {
+        if !text.is_empty() {
+            self.added.push_str(text);
+            on_piece(text);
+        }
+    }
+
+    fn flush(&mut self, on_piece: &mut dyn FnMut(&str)) {
+        let held = std::mem::take(&mut self.held);
+        self.emit(&held, on_piece);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(pieces: &[&str]) -> (String, Vec<String>) {
+        let mut s = SentenceEnd::default();
+        let mut out = Vec::new();
+        for p in pieces {
+            if !s.push(p, &mut |t| out.push(t.to_string())) {
+                break;
+            }
+        }
+        s.flush(&mut |t| out.push(t.to_string()));
+        (s.added, out)
+    }
+
+    #[test]
+    fn stops_at_the_end_of_the_sentence() {
+        assert_eq!(run(&[" in", " Paris.", " It", " is"]).0, " in Paris.");
+        assert_eq!(run(&[" in", " Paris. It", " is"]).0, " in Paris.");
+        // "3." followed by "5" is a number, not a sentence end.
+        assert_eq!(run(&[" about", " 3.", "5", " km.", "\n"]).0, " about 3.5 km.");
+        // No sentence end: everything passes.
+        let (added, pieces) = run(&[" and", " then"]);
+        assert_eq!((added.as_str(), pieces.len()), (" and then", 2));
+    }
+}

@@ -1,0 +1,203 @@
+//! A real server (`app()` on a loopback port) with real models: the queue's 429 and 503, client
+//! disconnects, injected latency, graceful shutdown, and the handoff — through its SSE endpoint and
+//! through ulm-handoff's client with every provider strategy this server speaks.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use ulm_handoff::{Config as HandoffConfig, FixedOpener, Handoff, ProviderKind, Turn};
+use ulm_server::{ServedModel, ServerConfig};
+
+use support::{Live, config, golden, parse_sse, smollm2};
+
+fn chat(max_tokens: u32, stream: bool) -> Value {
+    json!({"messages": [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}],
+        "max_tokens": max_tokens, "temperature": 0, "stream": stream})
+}
+
+async fn post(url: &str, body: &Value) -> reqwest::Response {
+    reqwest::Client::new().post(url).json(body).send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_429_with_retry_after() {
+    let mut cfg = config();
+    cfg.slots = 1;
+    cfg.queue = 0;
+    cfg.latency.ttft = Duration::from_millis(1500); // holds the one place while "the cloud thinks"
+    let live = Live::start(cfg, || vec![ServedModel::new("golden", golden())]).await;
+    let url = format!("{}/v1/chat/completions", live.url);
+    let first = tokio::spawn({
+        let url = url.clone();
+        async move { post(&url, &json!({"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4})).await.status() }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let res = post(&url, &json!({"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4})).await;
+    assert_eq!(res.status(), 429);
+    let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    assert_eq!(body["error"]["code"], "queue_full");
+    assert_eq!(first.await.unwrap(), 200, "the admitted request is served");
+    let s = live.settled(Duration::from_secs(5)).await;
+    assert_eq!(s["rejected_queue_full"], 1);
+    live.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_latency_delays_the_first_token_and_paces_the_rest() {
+    let mut cfg = config();
+    cfg.latency.ttft = Duration::from_millis(300);
+    cfg.latency.tokens_per_s = 50.0;
+    let live = Live::start(cfg, || vec![ServedModel::new("golden", golden())]).await;
+    let t0 = Instant::now();
+    let res = post(&format!("{}/v1/completions", live.url), &json!({"prompt": "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n", "max_tokens": 11, "temperature": 0, "stream": true})).await;
+    let mut stream = res.bytes_stream();
+    let mut first = None;
+    let mut body = String::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        if first.is_none() && String::from_utf8_lossy(&chunk).contains("\"text\":\"f") {
+            first = Some(t0.elapsed());
+        }
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let total = t0.elapsed();
+    let first = first.expect("a first token");
+    assert!(first >= Duration::from_millis(300), "first token after {first:?}");
+    // 11 pieces at 50/s: the last comes at least 10 × 20 ms after the first.
+    assert!(total - first >= Duration::from_millis(190), "paced: first {first:?}, total {total:?}");
+    assert!(body.ends_with("data: [DONE]\n\n"));
+    live.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_lets_a_stream_in_flight_finish() {
+    let mut cfg = config();
+    cfg.latency.tokens_per_s = 40.0;
+    let live = Live::start(cfg, || vec![ServedModel::new("golden", golden())]).await;
+    let res = post(&format!("{}/v1/chat/completions", live.url), &json!({"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 20, "stream": true})).await;
+    assert_eq!(res.status(), 200);
+    let reading = tokio::spawn(async move { res.text().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t0 = Instant::now();
+    live.shutdown().await; // returns once the stream is done
+    let body = reading.await.unwrap();
+    assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+    let events = parse_sse(&body);
+    assert_eq!(events.len(), 1 + 20 + 1 + 1, "role chunk, 20 pieces, finish, [DONE]");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_cancels_its_generation() {
+    let Some(lm) = smollm2() else { return };
+    let mut cfg = config();
+    cfg.slots = 1;
+    cfg.queue = 1;
+    cfg.queue_timeout = Duration::from_millis(300);
+    let live = Live::start(cfg, || vec![ServedModel::new("smollm2", lm)]).await;
+    let url = format!("{}/v1/chat/completions", live.url);
+
+    // A long streamed reply: read one chunk, then hang up.
+    let res = post(&url, &chat(900, true)).await;
+    let mut stream = res.bytes_stream();
+    let _ = stream.next().await.unwrap().unwrap();
+    let _ = stream.next().await.unwrap().unwrap();
+    // While it holds the only slot, another request waits 300 ms and gets 503.
+    let res = post(&url, &chat(4, false)).await;
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "server_error");
+    drop(stream);
+    let t0 = Instant::now();
+    let s = live.settled(Duration::from_secs(10)).await;
+    eprintln!("streamed generation cancelled {:?} after the disconnect", t0.elapsed());
+    assert_eq!(s["cancelled"], 1, "{s}");
+    assert_eq!(s["rejected_timeout"], 1, "{s}");
+
+    // A non-streamed request whose client gives up is cancelled too.
+    let client = reqwest::Client::builder().timeout(Duration::from_millis(400)).build().unwrap();
+    assert!(client.post(&url).json(&chat(900, false)).send().await.is_err());
+    let s = live.settled(Duration::from_secs(10)).await;
+    assert_eq!(s["cancelled"], 2, "{s}");
+    assert_eq!(s["models"][0]["sessions_in_use"], 0);
+    live.shutdown().await;
+}
+
+/// Edge: the golden model (instant); cloud: SmolLM2 served by the same server.
+async fn handoff_server(extra: impl FnOnce(&mut ServerConfig)) -> Option<Live> {
+    let cloud = smollm2()?;
+    let mut cfg = config();
+    cfg.edge_model = "golden".into();
+    cfg.cloud_model = "smollm2".into();
+    extra(&mut cfg);
+    Some(Live::start(cfg, || vec![ServedModel::new("golden", golden()), ServedModel::new("smollm2", cloud)]).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handoff_endpoint_streams_the_opener_before_the_continuation() {
+    let Some(live) = handoff_server(|c| c.api_key = Some("k3y".into())).await else { return };
+    let body = json!({"messages": [{"role": "user", "content": "What is the capital of France?"}], "words": 4, "max_tokens": 12,
+        "temperature": 0, "seed": 1});
+    let res = reqwest::Client::new().post(format!("{}/api/handoff", live.url)).bearer_auth("k3y").json(&body).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let text = res.text().await.unwrap();
+    let events = parse_sse(&text);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[0], "meta");
+    let meta: Value = serde_json::from_str(&events[0].1).unwrap();
+    assert_eq!((meta["edge_model"].as_str(), meta["cloud_model"].as_str(), meta["words"].as_u64()), (Some("golden"), Some("smollm2"), Some(4)));
+    let first_opener = names.iter().position(|n| *n == "opener").expect("opener events");
+    let first_cont = names.iter().position(|n| *n == "continuation").unwrap_or_else(|| panic!("no continuation: {text}"));
+    assert!(first_opener < first_cont);
+    assert!(!names.contains(&"error"), "{text}");
+    assert_eq!(&names[names.len() - 4..], ["mode", "timeline", "reply", "done"], "{names:?}");
+    let shown: String = events
+        .iter()
+        .filter(|(n, _)| matches!(n.as_str(), "opener" | "continuation" | "fallback" | "notice"))
+        .map(|(_, d)| serde_json::from_str::<Value>(d).unwrap()["text"].as_str().unwrap().to_string())
+        .collect();
+    let reply: Value = serde_json::from_str(&events[events.len() - 2].1).unwrap();
+    assert_eq!(reply["text"], shown.as_str());
+    let t = &reply["timeline"];
+    for k in ["first_word_ms", "opener_done_ms", "cloud_request_ms", "cloud_first_token_ms", "first_continuation_word_ms", "gap_ms"] {
+        assert!(t[k].is_number(), "{k} in {t}");
+    }
+    assert!(t["first_word_ms"].as_f64() < t["cloud_first_token_ms"].as_f64());
+    eprintln!("handoff: {shown:?}\ntimeline: {t}");
+    let s = live.settled(Duration::from_secs(10)).await;
+    assert!(s["requests"].as_u64().unwrap() >= 1, "the continuation came from this server's /v1: {s}");
+    live.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ulm_handoff_continues_through_this_server_with_every_strategy_it_speaks() {
+    let Some(live) = handoff_server(|_| {}).await else { return };
+    const OPENER: &str = "The capital of France is";
+    let mut rows = Vec::new();
+    for p in [ProviderKind::Prefill, ProviderKind::Prefix, ProviderKind::Completion, ProviderKind::Instruct] {
+        let mut cfg = HandoffConfig::new(p, format!("{}/v1", live.url));
+        cfg.model = "smollm2".into();
+        cfg.max_tokens = 12;
+        cfg.temperature = Some(0.0);
+        cfg.opener.words = 5;
+        cfg.timeouts.first_token = Duration::from_secs(60);
+        let h = Handoff::new(cfg).unwrap();
+        let mut o = FixedOpener::new(OPENER);
+        let reply = h.run(&mut o, &[Turn::user("What is the capital of France?")], |_| {}).await;
+        assert_eq!(reply.error, None, "{p}: {:?}", reply.error.as_ref().map(|e| e.to_string()));
+        assert!(reply.text.starts_with(OPENER) && !reply.continuation.trim().is_empty(), "{p}: {:?}", reply.text);
+        assert!(!reply.text.contains("  "), "{p}: {:?}", reply.text);
+        rows.push(format!("{p:<10} {:?} ({:?})", reply.text, reply.mode));
+    }
+    eprintln!("{}", rows.join("\n"));
+    live.settled(Duration::from_secs(10)).await;
+    live.shutdown().await;
+}
