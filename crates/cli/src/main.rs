@@ -11,10 +11,12 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod chat;
+mod data;
 mod distill;
 mod generate;
 mod models;
 mod serve;
+mod tokenizer;
 
 #[derive(Parser)]
 #[command(name = "ulm", version, about = "Instant replies from a micro language model, continued by the cloud")]
@@ -33,6 +35,10 @@ enum Cmd {
     Bench(bench::Args),
     /// Ask a teacher model for replies to the prompt set (append-only, resumable).
     Distill(distill::Args),
+    /// Train the byte-level BPE tokenizer on the train split.
+    Tokenizer(tokenizer::Args),
+    /// Build token shards for training (`--stage lm|sft`) or the dev prompt set.
+    Data(data::Args),
     /// Serve the OpenAI-compatible API, the handoff stream and the web demo.
     Serve(serve::Args),
 }
@@ -42,6 +48,8 @@ fn main() {
     let res: Result<()> = match cli.cmd {
         Cmd::Distill(a) => distill::run(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Tokenizer(a) => tokenizer::run(a),
+        Cmd::Data(a) => data::run(a),
         Cmd::Generate(a) => generate::run(a),
         Cmd::Chat(a) => chat::run(a),
         Cmd::Serve(a) => serve::run(a),

@@ -9,10 +9,16 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod build;
 pub mod clean;
+pub mod distilled;
+pub mod eval;
 pub mod prompts;
+pub mod render;
+pub mod shards;
 pub mod sources;
 pub mod split;
+pub mod tokenizer;
 
 pub use sources::{Body, Document, Role, Turn};
 pub use split::Split;
@@ -28,6 +34,17 @@ pub enum Error {
         /// Underlying error.
         source: std::io::Error,
     },
+    /// An output file cannot be written.
+    #[error("{path}: {source} (check that the output folder is writable and the disk has room)")]
+    Write {
+        /// File involved.
+        path: std::path::PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The tokenizer cannot be trained, loaded or used.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
     /// A source file does not parse.
     #[error("{path}: {msg}")]
     Parse {
@@ -43,4 +60,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub(crate) fn read(path: &std::path::Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), source })
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    /// A fresh, empty folder under the system temp dir, unique to this process and `name`.
+    pub fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("ulm-data-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
 }

@@ -23,6 +23,15 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
+/// A well-mixed 64-bit hash of `bytes` (FNV-1a, then the splitmix64 finalizer): for orders and
+/// shuffles, where FNV-1a alone keeps ids that differ only at the end next to each other.
+pub fn mix_hash(bytes: &[u8]) -> u64 {
+    let mut z = fnv1a(bytes).wrapping_add(0x9e3779b97f4a7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+    z ^ (z >> 31)
+}
+
 /// The split of the item `id` of `source`.
 pub fn split_of(source: &str, id: &str) -> Split {
     let h = fnv1a(format!("{source}:{id}").as_bytes());

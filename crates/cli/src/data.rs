@@ -1,0 +1,147 @@
+//! `ulm data`: build the token shards that `train/` reads, and the dev set of evaluation prompts.
+//!
+//! ```text
+//! ulm data --eval-prompts                 # data/eval/dev.jsonl (committed; never trained on)
+//! ulm data --stage lm                     # runs/data/lm:  shards + manifest.json + tokenizer files
+//! ulm data --stage sft                    # runs/data/sft: assistant-style chats only
+//! ulm data --stage lm --out /tmp/lm --tokenizer data/tokenizer/tokenizer.json
+//! ```
+//! Sources: the assets fetched by scripts/fetch-assets.sh and the distilled pairs (packed
+//! `corpus/distill/*.jsonl.gz` plus the working file of a running `ulm distill`). The logic lives
+//! in `ulm_data::build`; this module reads the inputs and prints the summary.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use ulm_data::build::{Corpus, Settings, assemble, write_shards};
+use ulm_data::distilled::{Finish, Pair};
+use ulm_data::eval::{dev_prompts, read_jsonl, write_jsonl};
+use ulm_data::render::Stage;
+use ulm_data::{Split, sources};
+
+use crate::distill;
+
+/// Prompts in the dev set.
+const DEV_PROMPTS: usize = 200;
+
+/// Where the corpus comes from (shared with `ulm tokenizer`).
+#[derive(clap::Args, Clone)]
+pub struct Inputs {
+    /// Folder filled by scripts/fetch-assets.sh.
+    #[arg(long, default_value = "assets")]
+    pub assets: PathBuf,
+    /// Folder of packed distilled records (`*.jsonl.gz`).
+    #[arg(long, default_value = "corpus/distill")]
+    pub distill_corpus: PathBuf,
+    /// Working file of `ulm distill` (may be growing; a partial last line is skipped).
+    #[arg(long, default_value = "runs/distill/smollm2.jsonl")]
+    pub distill_working: PathBuf,
+    /// The dev set: train chats with a turn equal to one of its prompts are dropped.
+    #[arg(long, default_value = "data/eval/dev.jsonl")]
+    pub eval: PathBuf,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StageArg {
+    Lm,
+    Sft,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Which shards to build: `lm` (everything) or `sft` (assistant-style chats, masked).
+    #[arg(long, value_enum, required_unless_present = "eval_prompts")]
+    stage: Option<StageArg>,
+    /// Write the dev set of evaluation prompts instead of shards.
+    #[arg(long, conflicts_with = "stage")]
+    eval_prompts: bool,
+    /// Output folder (shards; default runs/data/<stage>) or file (dev set; default data/eval/dev.jsonl).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The tokenizer (`ulm tokenizer` writes it).
+    #[arg(long, default_value = "data/tokenizer/tokenizer.json")]
+    tokenizer: PathBuf,
+    /// Seed of the document shuffle.
+    #[arg(long, default_value_t = 1337)]
+    seed: u64,
+    #[command(flatten)]
+    inputs: Inputs,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if a.eval_prompts {
+        let out = a.out.clone().unwrap_or_else(|| PathBuf::from("data/eval/dev.jsonl"));
+        let dev = build_dev_set(&a.inputs.assets)?;
+        write_jsonl(&out, &dev)?;
+        let count = |s: &str| dev.iter().filter(|p| p.source == s).count();
+        eprintln!(
+            "{}: {} prompts ({} mtbench, {} chatterbot, {} chitchat)",
+            out.display(),
+            dev.len(),
+            count("mtbench"),
+            count("chatterbot"),
+            count("chitchat")
+        );
+        return Ok(());
+    }
+    let stage = match a.stage {
+        Some(StageArg::Lm) => Stage::Lm,
+        Some(StageArg::Sft) => Stage::Sft,
+        None => bail!("pass --stage lm, --stage sft or --eval-prompts"),
+    };
+    let mut settings = Settings::for_stage(stage);
+    settings.seed = a.seed;
+    let out = a.out.clone().unwrap_or_else(|| Path::new("runs/data").join(stage.name()));
+    let t0 = std::time::Instant::now();
+    let corpus = load_corpus(&a.inputs, &settings)?;
+    eprintln!("{} units after cleaning and dedup ({:.1} s); rendering {} ...", corpus.units.len(), t0.elapsed().as_secs_f64(), stage.name());
+    let m = write_shards(&corpus, &a.tokenizer, &out, &settings)?;
+    print_summary(&m);
+    eprintln!("{}: {} shards, manifest.json ({:.1} s)", out.display(), m.shards.len(), t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The dev set, from the sources alone (deterministic).
+fn build_dev_set(assets: &Path) -> Result<Vec<ulm_data::eval::EvalPrompt>> {
+    let docs = sources::load_all(assets)?;
+    let mt = sources::mtbench(&assets.join("data/mt_bench_questions.jsonl"))?;
+    let train_prompts: Vec<String> = distill::prompt_set(assets)?.into_iter().map(|p| p.text).collect();
+    Ok(dev_prompts(&docs, &mt, &train_prompts, DEV_PROMPTS))
+}
+
+/// Every source and distilled pair, cleaned and deduplicated, with the dev prompts removed.
+pub fn load_corpus(inputs: &Inputs, settings: &Settings) -> Result<Corpus> {
+    let docs = sources::load_all(&inputs.assets)?;
+    let records = distill::read_records(&inputs.distill_corpus, &inputs.distill_working)
+        .with_context(|| format!("reading distilled records from {} and {}", inputs.distill_corpus.display(), inputs.distill_working.display()))?;
+    let pairs: Vec<Pair> = records
+        .into_iter()
+        .map(|r| Pair { finish: Finish::parse(&r.finish), id: r.id, source: r.source, prompt: r.prompt, reply: r.reply })
+        .collect();
+    let eval: Vec<String> = if inputs.eval.exists() {
+        read_jsonl(&inputs.eval)?.into_iter().map(|p| p.prompt).collect()
+    } else {
+        eprintln!("{}: missing, so the dev set is computed here (commit it with `ulm data --eval-prompts`)", inputs.eval.display());
+        build_dev_set(&inputs.assets)?.into_iter().map(|p| p.prompt).collect()
+    };
+    Ok(assemble(docs, pairs, &eval, settings))
+}
+
+fn print_summary(m: &ulm_data::shards::Manifest) {
+    println!("{:<11} {:>9} {:>12} {:>12} {:>9} {:>12} {:>8}", "source", "docs", "tokens", "loss tok", "ho docs", "ho tokens", "dropped");
+    let (mut docs, mut toks, mut loss, mut hd, mut ht) = (0, 0, 0, 0, 0);
+    for s in &m.sources {
+        let dropped = s.dropped_empty + s.dropped_long + s.dropped_duplicate + s.dropped_eval + s.dropped_filter.values().sum::<u64>();
+        println!(
+            "{:<11} {:>9} {:>12} {:>12} {:>9} {:>12} {:>8}",
+            s.name, s.train.documents, s.train.tokens, s.train.loss_tokens, s.heldout.documents, s.heldout.tokens, dropped
+        );
+        docs += s.train.documents;
+        toks += s.train.tokens;
+        loss += s.train.loss_tokens;
+        hd += s.heldout.documents;
+        ht += s.heldout.tokens;
+    }
+    println!("{:<11} {:>9} {:>12} {:>12} {:>9} {:>12}", "total", docs, toks, loss, hd, ht);
+    debug_assert_eq!(toks, m.tokens(Split::Train));
+}

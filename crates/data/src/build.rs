@@ -1,0 +1,472 @@
+//! The data builder: sources and distilled pairs → cleaned, deduplicated, split, shuffled and
+//! rendered token shards with a manifest.
+//!
+//! ```no_run
+//! use ulm_data::build::{assemble, write_shards, Settings};
+//! use ulm_data::render::Stage;
+//! let docs = ulm_data::sources::load_all(std::path::Path::new("assets"))?;
+//! let settings = Settings::for_stage(Stage::Lm);
+//! let corpus = assemble(docs, Vec::new(), &[], &settings);
+//! let tok_path = std::path::Path::new("data/tokenizer/tokenizer.json");
+//! let manifest = write_shards(&corpus, tok_path, std::path::Path::new("runs/data/lm"), &settings)?;
+//! println!("{} training tokens", manifest.tokens(ulm_data::Split::Train));
+//! # Ok::<(), ulm_data::Error>(())
+//! ```
+//!
+//! The steps, in order:
+//! 1. **Clean**: drop empty documents, chats with a turn over [`Settings::max_turn_chars`] or a
+//!    total over [`Settings::max_chat_chars`], texts over [`Settings::max_text_chars`]; distilled
+//!    pairs go through [`Pair::verdict`] (empty, echo of the prompt, repetition loop).
+//! 2. **Drop evaluation prompts**: any train chat with a turn equal (normalised) to a dev prompt.
+//! 3. **Deduplicate** across all sources on the normalised text ([`dedup_key`]). Held-out units
+//!    are seen first, so when a text is both held out and trained on, the held-out copy is kept
+//!    and no held-out text reaches the train shards.
+//! 4. **Select** the stage's units (`lm`: all; `sft`: distilled pairs, chatterbot, and a stable
+//!    share of chitchat chats cut to a few turns).
+//! 5. **Shuffle** deterministically (by a hash of seed, source and id) and **render**
+//!    ([`crate::render`]) into `train-NNN` / `heldout-NNN` shards.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::clean::dedup_key;
+use crate::distilled::{Finish, Pair, Verdict};
+use crate::render::{Renderer, Stage, Tokens};
+use crate::shards::{Manifest, ShardWriter, SourceStats};
+use crate::sources::{Body, Document, Role, SOURCES, SourceInfo, Turn};
+use crate::split::{Split, mix_hash};
+use crate::{Error, Result, tokenizer};
+
+/// The distilled pairs as a source of the manifest.
+pub const DISTILLED: SourceInfo = SourceInfo {
+    name: "distilled",
+    licence: "Apache-2.0 (outputs of SmolLM2-135M-Instruct; prompts from the sources above)",
+    origin: "ulm distill: corpus/distill/*.jsonl.gz and runs/distill/smollm2.jsonl",
+};
+
+/// Build settings; every field is recorded in the manifest.
+#[derive(Clone, Debug, Serialize)]
+pub struct Settings {
+    /// Stage of the shards.
+    pub stage: Stage,
+    /// Seed of the document shuffle.
+    pub seed: u64,
+    /// A shard is closed at the first document boundary past this many tokens.
+    pub shard_tokens: usize,
+    /// Chats with a longer turn (in bytes) are dropped.
+    pub max_turn_chars: usize,
+    /// Chats longer than this in total (bytes) are dropped.
+    pub max_chat_chars: usize,
+    /// Plain texts longer than this (bytes) are dropped.
+    pub max_text_chars: usize,
+    /// `sft`: share of chitchat chats taken, per mille (stable by id).
+    pub sft_chitchat_per_mille: u64,
+    /// `sft`: a chitchat chat is cut to at most this many turns.
+    pub sft_chitchat_max_turns: usize,
+}
+
+impl Settings {
+    /// The defaults of one stage.
+    pub fn for_stage(stage: Stage) -> Settings {
+        Settings {
+            stage,
+            seed: 1337,
+            shard_tokens: 16 << 20,
+            // Long chitchat chats are real conversations (the longest hold ~18% of its text):
+            // only monologue-sized turns and runaway documents are dropped.
+            max_turn_chars: 4_000,
+            max_chat_chars: 200_000,
+            max_text_chars: 4_000,
+            sft_chitchat_per_mille: 150,
+            sft_chitchat_max_turns: 8,
+        }
+    }
+}
+
+/// A cleaned unit of the corpus: a source document or a distilled pair.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unit {
+    /// Source name (a [`SOURCES`] name or `distilled`).
+    pub source: &'static str,
+    /// Identity inside the source.
+    pub id: String,
+    /// Its split.
+    pub split: Split,
+    /// Chat or text.
+    pub body: Body,
+    /// False when the last (assistant) turn was cut short (distilled `finish == "length"`).
+    pub complete: bool,
+}
+
+impl Unit {
+    fn key_text(&self) -> String {
+        match &self.body {
+            Body::Chat(turns) => turns.iter().map(|t| t.text.as_str()).collect::<Vec<_>>().join("\n"),
+            Body::Text(t) => t.clone(),
+        }
+    }
+}
+
+/// The cleaned, deduplicated corpus with its per-source bookkeeping.
+pub struct Corpus {
+    /// Units in dedup order (held-out first).
+    pub units: Vec<Unit>,
+    /// One entry per source, in [`SOURCES`] order then `distilled`.
+    pub stats: Vec<SourceStats>,
+}
+
+fn entry<'a>(stats: &'a mut [SourceStats], name: &str) -> &'a mut SourceStats {
+    stats.iter_mut().find(|s| s.name == name).expect("every source has a stats entry")
+}
+
+/// Steps 1–3: cleans documents and pairs, drops train chats with a turn that is an evaluation prompt, and
+/// deduplicates across sources (see the module docs).
+pub fn assemble(docs: Vec<Document>, pairs: Vec<Pair>, eval_prompts: &[String], s: &Settings) -> Corpus {
+    let mut stats: Vec<SourceStats> = SOURCES
+        .iter()
+        .chain([&DISTILLED])
+        .map(|i| SourceStats { name: i.name.into(), licence: i.licence.into(), origin: i.origin.into(), ..Default::default() })
+        .collect();
+    let mut units = Vec::new();
+    for d in docs {
+        let split = d.split();
+        let st = entry(&mut stats, d.source);
+        st.read += 1;
+        let (empty, long) = match &d.body {
+            Body::Chat(turns) => {
+                let total: usize = turns.iter().map(|t| t.text.len()).sum();
+                (
+                    turns.iter().all(|t| t.role == Role::User) || turns.iter().any(|t| t.text.trim().is_empty()),
+                    total > s.max_chat_chars || turns.iter().any(|t| t.text.len() > s.max_turn_chars),
+                )
+            }
+            Body::Text(t) => (t.trim().is_empty(), t.len() > s.max_text_chars),
+        };
+        if empty {
+            st.dropped_empty += 1;
+        } else if long {
+            st.dropped_long += 1;
+        } else {
+            units.push(Unit { source: d.source, id: d.id, split, body: d.body, complete: true });
+        }
+    }
+
+    let mut pairs: Vec<Pair> = pairs.into_iter().map(Pair::normalized).collect();
+    pairs.sort_by(|a, b| a.id.cmp(&b.id));
+    pairs.dedup_by(|a, b| a.id == b.id); // a record both packed and in the working file
+    for p in pairs {
+        let st = entry(&mut stats, DISTILLED.name);
+        st.read += 1;
+        match p.verdict() {
+            Verdict::Keep => {}
+            Verdict::Empty => {
+                st.dropped_empty += 1;
+                continue;
+            }
+            v => {
+                *st.dropped_filter.entry(v.name().into()).or_default() += 1;
+                continue;
+            }
+        }
+        if p.prompt.len() + p.reply.len() > s.max_chat_chars || p.prompt.len() > s.max_turn_chars {
+            st.dropped_long += 1;
+            continue;
+        }
+        units.push(Unit {
+            source: DISTILLED.name,
+            split: p.split(),
+            complete: p.finish == Finish::Stop,
+            body: Body::Chat(vec![Turn { role: Role::User, text: p.prompt }, Turn { role: Role::Assistant, text: p.reply }]),
+            id: p.id,
+        });
+    }
+
+    let eval: HashSet<u64> = eval_prompts.iter().map(|p| dedup_key(p)).collect();
+    units.retain(|u| {
+        // Held-out chats stay: they only ever reach the held-out loss (the dev set comes from them).
+        let hit = u.split == Split::Train
+            && matches!(&u.body, Body::Chat(turns) if turns.iter().any(|t| eval.contains(&dedup_key(&t.text))));
+        if hit {
+            entry(&mut stats, u.source).dropped_eval += 1;
+        }
+        !hit
+    });
+
+    // Held-out first (stable sort keeps the source and read order within a split).
+    units.sort_by_key(|u| u.split != Split::Heldout);
+    let mut seen = HashSet::new();
+    units.retain(|u| {
+        let fresh = seen.insert(dedup_key(&u.key_text()));
+        if !fresh {
+            entry(&mut stats, u.source).dropped_duplicate += 1;
+        }
+        fresh
+    });
+    Corpus { units, stats }
+}
+
+/// The texts the tokenizer is trained on: every train-split unit, chat turns as "{role}\n{text}"
+/// (so the role headers become tokens), texts as they are.
+pub fn tokenizer_texts(corpus: &Corpus) -> Vec<String> {
+    let mut out = Vec::new();
+    for u in corpus.units.iter().filter(|u| u.split == Split::Train) {
+        match &u.body {
+            Body::Chat(turns) => out.extend(turns.iter().map(|t| {
+                let role = if t.role == Role::User { "user" } else { "assistant" };
+                format!("{role}\n{}", t.text)
+            })),
+            Body::Text(t) => out.push(t.clone()),
+        }
+    }
+    out
+}
+
+/// Step 4: the unit as the stage uses it, or `None` when the stage leaves it out.
+pub fn stage_unit(u: &Unit, s: &Settings) -> Option<Unit> {
+    if s.stage == Stage::Lm {
+        return Some(u.clone());
+    }
+    match (u.source, &u.body) {
+        ("distilled" | "chatterbot", Body::Chat(_)) => Some(u.clone()),
+        ("chitchat", Body::Chat(turns)) => {
+            if mix_hash(format!("sft:{}", u.id).as_bytes()) % 1000 >= s.sft_chitchat_per_mille {
+                return None;
+            }
+            let mut turns: Vec<Turn> = turns.iter().take(s.sft_chitchat_max_turns).cloned().collect();
+            while turns.last().is_some_and(|t| t.role == Role::User) {
+                turns.pop(); // a trailing user turn teaches nothing in sft
+            }
+            (!turns.is_empty()).then(|| Unit { body: Body::Chat(turns), ..u.clone() })
+        }
+        _ => None,
+    }
+}
+
+/// Steps 4–5: selects, shuffles and renders the corpus into `out` with the tokenizer at
+/// `tokenizer_path`; copies the tokenizer files beside the shards and writes the manifest.
+pub fn write_shards(corpus: &Corpus, tokenizer_path: &Path, out: &Path, s: &Settings) -> Result<Manifest> {
+    let tok = tokenizer::load(tokenizer_path)?;
+    remove_old_shards(out)?;
+    let renderer = Renderer::new(&tok, s.stage)?;
+    let mut stats = corpus.stats.clone();
+    let mut order: Vec<(u64, Unit)> = Vec::new();
+    for u in &corpus.units {
+        match stage_unit(u, s) {
+            Some(u) => order.push((mix_hash(format!("{}:{}:{}", s.seed, u.source, u.id).as_bytes()), u)),
+            None => entry(&mut stats, u.source).not_in_stage += 1,
+        }
+    }
+    order.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| (a.1.source, &a.1.id).cmp(&(b.1.source, &b.1.id))));
+
+    let mut train = ShardWriter::new(out, Split::Train, s.shard_tokens)?;
+    let mut heldout = ShardWriter::new(out, Split::Heldout, s.shard_tokens)?;
+    let mut t = Tokens::default();
+    for (_, u) in &order {
+        t.clear();
+        match &u.body {
+            Body::Chat(turns) => renderer.chat(turns, u.complete, &mut t)?,
+            Body::Text(text) => renderer.text(text, &mut t)?,
+        }
+        let st = entry(&mut stats, u.source);
+        match u.split {
+            Split::Train => {
+                st.train.add(&t.classes);
+                train.push(&t.ids, &t.classes)?;
+            }
+            Split::Heldout => {
+                st.heldout.add(&t.classes);
+                heldout.push(&t.ids, &t.classes)?;
+            }
+        }
+    }
+    let mut shards = train.finish()?;
+    shards.extend(heldout.finish()?);
+
+    copy(tokenizer_path, &out.join("tokenizer.json"))?;
+    let config = tokenizer_path.with_file_name("tokenizer_config.json");
+    if config.exists() {
+        copy(&config, &out.join("tokenizer_config.json"))?;
+    }
+    let manifest = Manifest {
+        vocab_size: tok.get_vocab_size(true),
+        tokenizer: "tokenizer.json".into(),
+        tokenizer_sha256: tokenizer::sha256_file(tokenizer_path)?,
+        stage: s.stage.name().into(),
+        shards,
+        sources: stats,
+        settings: serde_json::to_value(s).expect("settings serialize"),
+        builder: format!("ulm-data {}", env!("CARGO_PKG_VERSION")),
+    };
+    manifest.write(out)?;
+    Ok(manifest)
+}
+
+fn copy(from: &Path, to: &Path) -> Result<()> {
+    std::fs::copy(from, to).map(|_| ()).map_err(|source| Error::Write { path: to.to_owned(), source })
+}
+
+/// Removes shards of an earlier build so that the directory holds only what the manifest lists.
+fn remove_old_shards(dir: &Path) -> Result<()> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return Ok(()) };
+    for e in rd.filter_map(|e| e.ok()) {
+        let p = e.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let shard = (name.starts_with("train-") || name.starts_with("heldout-")) && (name.ends_with(".u16") || name.ends_with(".u8"));
+        if shard || name == "manifest.json" {
+            std::fs::remove_file(&p).map_err(|source| Error::Write { path: p.clone(), source })?;
+        }
+    }
+    Ok(())
+}
+
+/// Per-source token counts as rows (source, train docs, train tokens, held-out docs, held-out
+/// tokens, loss tokens) for the summary table.
+pub fn summary(m: &Manifest) -> Vec<(String, u64, u64, u64, u64, u64)> {
+    m.sources
+        .iter()
+        .map(|s| (s.name.clone(), s.train.documents, s.train.tokens, s.heldout.documents, s.heldout.tokens, s.train.loss_tokens))
+        .collect()
+}
+
+/// Per-source counters by name (for reports).
+pub fn stats_by_name(m: &Manifest) -> BTreeMap<&str, &SourceStats> {
+    m.sources.iter().map(|s| (s.name.as_str(), s)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shards::read_shard;
+
+    fn chat(source: &'static str, id: &str, texts: &[&str]) -> Document {
+        let turns = texts
+            .iter()
+            .enumerate()
+            .map(|(k, t)| Turn { role: if k % 2 == 0 { Role::User } else { Role::Assistant }, text: t.to_string() })
+            .collect();
+        Document { source, id: id.into(), body: Body::Chat(turns) }
+    }
+
+    fn text(id: &str, t: &str) -> Document {
+        Document { source: "wordnet", id: id.into(), body: Body::Text(t.into()) }
+    }
+
+    /// About 300 documents from every source, ~5% of them held out by their ids.
+    fn fixture() -> (Vec<Document>, Vec<Pair>) {
+        let mut docs = Vec::new();
+        for i in 0..120 {
+            docs.push(chat("chitchat", &format!("c{i}"), &[&format!("Hi, I like number {i}."), "Me too!", "Why?", "It is round."]));
+            docs.push(chat("chatterbot", &format!("food:{i}"), &[&format!("Do you eat food {i}?"), "I am a bot."]));
+            docs.push(text(&format!("n{i}"), &format!("thing {i} (noun): an object numbered {i}")));
+        }
+        let pairs = (0..60)
+            .map(|i| Pair {
+                id: format!("wordnet-q:n:thing{i}"),
+                source: "wordnet-q".into(),
+                prompt: format!("What is thing {i}?"),
+                reply: format!("Thing {i} is an object with the number {i} written on it."),
+                finish: if i % 2 == 0 { Finish::Stop } else { Finish::Length },
+            })
+            .collect();
+        (docs, pairs)
+    }
+
+    #[test]
+    fn duplicates_across_sources_are_dropped_keeping_the_held_out_copy() {
+        let (mut docs, pairs) = fixture();
+        // Find a held-out chatterbot doc and copy its text into a train doc of another source.
+        let held = docs.iter().find(|d| d.source == "chatterbot" && d.split() == Split::Heldout).unwrap().clone();
+        let Body::Chat(turns) = &held.body else { unreachable!() };
+        let copy_id = (0..).map(|i| format!("copy{i}")).find(|id| crate::split::split_of("chitchat", id) == Split::Train).unwrap();
+        let shouted: Vec<String> = turns.iter().map(|t| t.text.to_uppercase() + "!!").collect();
+        docs.push(chat("chitchat", &copy_id, &shouted.iter().map(String::as_str).collect::<Vec<_>>()));
+        docs.push(text("dup-empty", "   "));
+        let corpus = assemble(docs, pairs, &[], &Settings::for_stage(Stage::Lm));
+        assert!(corpus.units.iter().any(|u| u.id == held.id));
+        assert!(!corpus.units.iter().any(|u| u.id == copy_id), "the train copy of a held-out text survived");
+        let st = |n: &str| corpus.stats.iter().find(|s| s.name == n).unwrap().clone();
+        assert_eq!(st("chitchat").dropped_duplicate, 1);
+        assert_eq!(st("wordnet").dropped_empty, 1);
+    }
+
+    #[test]
+    fn eval_prompts_and_bad_replies_never_reach_the_shards() {
+        let (docs, mut pairs) = fixture();
+        pairs.push(Pair { id: "wordnet-q:n:echo".into(), source: "wordnet-q".into(), prompt: "What is an echo chamber?".into(),
+                          reply: "What is an echo chamber? It is a room.".into(), finish: Finish::Stop });
+        let i = (0..).find(|i| crate::split::split_of("chatterbot", &format!("food:{i}")) == Split::Train).unwrap();
+        let j = (0..).find(|i| crate::split::split_of("chatterbot", &format!("food:{i}")) == Split::Heldout).unwrap();
+        let eval = [format!("do you eat FOOD {i}"), format!("Do you eat food {j}?")];
+        let corpus = assemble(docs, pairs, &eval, &Settings::for_stage(Stage::Lm));
+        assert!(!corpus.units.iter().any(|u| u.id == format!("food:{i}")));
+        assert!(corpus.units.iter().any(|u| u.id == format!("food:{j}")), "a held-out chat may hold a dev prompt");
+        let st = corpus.stats.iter().find(|s| s.name == "chatterbot").unwrap();
+        assert_eq!(st.dropped_eval, 1);
+        let d = corpus.stats.iter().find(|s| s.name == "distilled").unwrap();
+        assert_eq!(d.dropped_filter.get("echoes_prompt"), Some(&1));
+    }
+
+    /// Decodes every document of a split back to text (documents end with `<|endoftext|>`).
+    fn shard_texts(dir: &Path, m: &Manifest, split: &str, tok: &tokenizers::Tokenizer) -> String {
+        let mut all = String::new();
+        for e in m.shards.iter().filter(|e| e.split == split) {
+            let (ids, classes) = read_shard(dir, e).unwrap();
+            assert_eq!(ids.len(), classes.len());
+            assert!(classes.iter().all(|&c| c <= 2));
+            let ids: Vec<u32> = ids.into_iter().map(u32::from).collect();
+            all.push_str(&tokenizer::decode(tok, &ids).unwrap());
+        }
+        all
+    }
+
+    #[test]
+    fn shards_hold_each_split_and_the_manifest_reads_back() {
+        let (docs, pairs) = fixture();
+        let dir = crate::testutil::temp_dir("build");
+        let tok = crate::tokenizer::tests::tiny();
+        crate::tokenizer::save(&tok, &dir.join("tok")).unwrap();
+        let tok_path = dir.join("tok/tokenizer.json");
+        for stage in [Stage::Lm, Stage::Sft] {
+            let mut s = Settings::for_stage(stage);
+            s.shard_tokens = 2_000; // several shards
+            s.sft_chitchat_per_mille = 500;
+            let corpus = assemble(docs.clone(), pairs.clone(), &[], &s);
+            let out = dir.join(stage.name());
+            let m = write_shards(&corpus, &tok_path, &out, &s).unwrap();
+            let back = Manifest::read(&out).unwrap();
+            assert_eq!(back, m);
+            assert_eq!(back.vocab_size, 400);
+            assert!(out.join("tokenizer.json").exists() && out.join("tokenizer_config.json").exists());
+            assert!(m.shards.iter().filter(|e| e.split == "train").count() >= 2);
+            let sum: u64 = m.sources.iter().map(|s| s.train.tokens + s.heldout.tokens).sum();
+            assert_eq!(sum, m.tokens(Split::Train) + m.tokens(Split::Heldout));
+
+            let train = shard_texts(&out, &m, "train", &tok);
+            let held = shard_texts(&out, &m, "heldout", &tok);
+            assert!(!held.is_empty());
+            for u in &corpus.units {
+                let Body::Chat(turns) = &u.body else {
+                    if stage == Stage::Lm {
+                        let Body::Text(t) = &u.body else { unreachable!() };
+                        let (mine, other) = if u.split == Split::Train { (&train, &held) } else { (&held, &train) };
+                        assert!(mine.contains(&format!("{t}<|endoftext|>")) && !other.contains(&format!("{t}<|endoftext|>")));
+                    }
+                    continue;
+                };
+                let first = format!("<|im_start|>user\n{}<|im_end|>", turns[0].text);
+                if u.split == Split::Heldout {
+                    assert!(!train.contains(&first), "held-out {} reached train", u.id);
+                }
+            }
+            if stage == Stage::Sft {
+                assert!(!train.contains("(noun)"), "plain text in sft");
+                let d = m.sources.iter().find(|s| s.name == "distilled").unwrap();
+                assert!(d.train.opener_tokens > 0 && d.train.loss_tokens < d.train.tokens);
+            }
+            // A cut reply is followed by <|endoftext|>, never by <|im_end|>.
+            assert!(train.contains("written on it.<|im_end|>") && train.contains("written on it.<|endoftext|>"));
+        }
+    }
+}
