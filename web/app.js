@@ -191,7 +191,7 @@ function drawTimeline(el, t, errors) {
   const segs = [];
   const seg = (cls, a, b, title, y = 0, h = 18) => {
     if (a == null || b == null || b <= a) return;
-    segs.push(`<rect class="seg ${cls}" x="${x(a).toFixed(1)}" y="${y}" width="${Math.max(2, x(b) - x(a)).toFixed(1)}" height="${h}"><title>${title}: ${Math.round(b - a)} ms</title></rect>`);
+    segs.push(`<rect class="seg seg-${cls}" x="${x(a).toFixed(1)}" y="${y}" width="${Math.max(2, x(b) - x(a)).toFixed(1)}" height="${h}"><title>${title}: ${Math.round(b - a)} ms</title></rect>`);
   };
   seg('think', 0, t.first_word_ms, 'local model, first word');
   seg('opener', t.first_word_ms, t.opener_done_ms, 'opener');

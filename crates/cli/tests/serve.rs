@@ -1,0 +1,57 @@
+//! `ulm serve` as a process: it prints its URL, serves with the tiny golden model, requires the
+//! API key from `ULM_API_KEY`, and exits cleanly on SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn http(addr: &str, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn serve_answers_then_stops_on_sigterm() {
+    let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/../runtime/tests/data/golden");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ulm"))
+        .args(["serve", "--port", "0", "--model", golden, "--cloud-model", golden, "--ctx", "256"])
+        .env("ULM_API_KEY", "t0ken")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("URL line").trim_end_matches('/').to_string();
+    let addr = url.trim_start_matches("http://").to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "binds loopback by default: {addr}");
+
+    let health = http(&addr, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let denied = http(&addr, "GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(denied.starts_with("HTTP/1.1 401"), "{denied}");
+    let body = r#"{"messages":[{"role":"user","content":"Hello"}],"max_tokens":4,"temperature":0}"#;
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0ken\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let reply = http(&addr, &req);
+    assert!(reply.starts_with("HTTP/1.1 200") && reply.contains(r#""content":"ffff""#), "{reply}");
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let t0 = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            assert!(s.success(), "exit status after SIGTERM: {s}");
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(15), "ulm serve did not stop within 15 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
