@@ -19,6 +19,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--parallel", type=int, default=1)
     ap.add_argument("--ctx-per-slot", type=int, default=1024)
+    ap.add_argument("--exact", action="store_true",
+                    help="f32 KV cache and no flash attention (llama.cpp's own numbers move by up to "
+                         "0.4 nats between this and its f16 default): the reference for parity tests")
     a = ap.parse_args()
 
     p = xlc.CommonParams()
@@ -30,6 +33,10 @@ def main() -> None:
     p.cpuparams.n_threads = a.threads
     p.cpuparams_batch.n_threads = a.threads
     p.warmup = False
+    if a.exact:
+        p.cache_type_k = xlc.ggml_type.GGML_TYPE_F32
+        p.cache_type_v = xlc.ggml_type.GGML_TYPE_F32
+        p.flash_attn_type = xlc.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
     server = xlc.Server(p)  # noqa: F841  (kept alive for the life of the process)
     url = f"http://127.0.0.1:{a.port}"
     for _ in range(200):

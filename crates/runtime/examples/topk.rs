@@ -8,7 +8,8 @@ use ulm_runtime::{Precision, Session};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let lm = LoadedModel::open(args[1].as_ref(), Precision::Native, Some(1024))?;
+    let prec = if std::env::var("ULM_F32").is_ok() { Precision::F32 } else { Precision::Native };
+    let lm = LoadedModel::open(args[1].as_ref(), prec, Some(1024))?;
     let steps: usize = args.get(3).map_or(16, |s| s.parse().unwrap());
     let prompt = args[2].replace("\\n", "\n");
     let ids = lm.tokenizer.encode(&prompt, true)?;
