@@ -3,9 +3,11 @@
 //! ```text
 //! ulm chat                      # the default model
 //! ulm chat --model smollm2 --words 8
+//! ulm chat --cloud http://127.0.0.1:8080/v1 --provider prefill   # with the handoff
 //! ```
 //! Type a message and press Enter; `/reset` starts over, `/quit` (or Ctrl-D) leaves. The KV cache
-//! is kept between turns, so each turn only pays for its new tokens.
+//! is kept between turns, so each turn only pays for its new tokens. With `--cloud` every reply
+//! is a handoff: the local opener, then the cloud's continuation; both sides see the conversation.
 
 use std::io::{BufRead, Write};
 
@@ -26,9 +28,45 @@ pub struct Args {
     /// Print timings after every reply.
     #[arg(long)]
     pub stats: bool,
+    #[command(flatten)]
+    pub cloud: crate::ask::CloudArgs,
+}
+
+fn run_handoff(a: Args) -> Result<()> {
+    let handoff = a.cloud.handoff(a.sample.words)?;
+    let mut opener = crate::ask::opener(&a.model, a.sample.temperature, a.sample.seed)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let mut history: Vec<ulm_handoff::Turn> = Vec::new();
+    eprintln!("ulm chat (handoff to {}) — /reset to start over, /quit to leave", handoff.config().base_url);
+    let stdin = std::io::stdin();
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            break;
+        }
+        match line.trim() {
+            "" => continue,
+            "/quit" | "/exit" => break,
+            "/reset" => {
+                history.clear();
+                eprintln!("(conversation cleared)");
+                continue;
+            }
+            msg => history.push(ulm_handoff::Turn::user(msg)),
+        }
+        let reply = crate::ask::turn(&rt, &handoff, &mut opener, &history);
+        println!();
+        crate::ask::summary(&reply);
+        history.push(ulm_handoff::Turn::assistant(reply.text));
+    }
+    Ok(())
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if a.cloud.given() {
+        return run_handoff(a);
+    }
     let lm = models::load(a.model.model.as_deref(), &a.model.precision, a.model.ctx)?;
     let mut session = Session::new(&lm.model).with_threads(a.model.threads);
     let mut history: Vec<ChatMessage> = Vec::new();

@@ -9,6 +9,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod ask;
 mod bench;
 mod chat;
 mod data;
@@ -27,6 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// The handoff: a local opener at once, then the cloud continues it.
+    Ask(ask::Args),
     /// Stream a local reply to one message.
     Generate(generate::Args),
     /// Talk with a local model, turn after turn.
@@ -48,6 +51,7 @@ fn main() {
     let res: Result<()> = match cli.cmd {
         Cmd::Distill(a) => distill::run(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Ask(a) => ask::run(a),
         Cmd::Tokenizer(a) => tokenizer::run(a),
         Cmd::Data(a) => data::run(a),
         Cmd::Generate(a) => generate::run(a),
