@@ -1,0 +1,92 @@
+//! The `ulm` binary end to end: the golden model's greedy text through `ulm generate`, and
+//! one-line errors that say what to do.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn ulm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ulm"))
+}
+
+fn golden() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/data/golden")
+}
+
+fn expected() -> Vec<(String, String)> {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(golden().join("expected.json")).unwrap()).unwrap();
+    v["cases"].as_array().unwrap().iter().map(|c| (c["prompt"].as_str().unwrap().to_string(), c["text"].as_str().unwrap().to_string())).collect()
+}
+
+#[test]
+fn generate_prints_the_golden_text_on_every_precision() {
+    for prec in ["f32", "int8", "native"] {
+        for (prompt, text) in expected() {
+            let out = ulm()
+                .args(["generate", "--model", golden().to_str().unwrap(), "--precision", prec, "--temperature", "0", "--max-tokens", "24", &prompt])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(String::from_utf8(out.stdout).unwrap().trim_end(), text, "{prec} {prompt:?}");
+            let err = String::from_utf8(out.stderr).unwrap();
+            assert!(err.contains("first token") && err.contains("ms/token") && err.contains("peak RSS"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn word_limit_cuts_at_a_word_boundary_through_the_cli() {
+    // The golden model writes no spaces, so this uses SmolLM2 (fetched by scripts/fetch-assets.sh).
+    let smol = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !smol.exists() {
+        assert!(std::env::var_os("CI").is_none(), "SmolLM2 missing in CI: scripts/fetch-assets.sh must run first");
+        eprintln!("SKIPPED: SmolLM2 missing; run scripts/fetch-assets.sh");
+        return;
+    }
+    for words in [3, 4, 6] {
+        let out = ulm()
+            .args(["generate", "--model", smol.to_str().unwrap(), "--temperature", "0", "--words", &words.to_string(), "How do I boil an egg?"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let text = text.strip_suffix('\n').unwrap();
+        assert_eq!(text.split_whitespace().count(), words, "{text:?}");
+        assert_eq!(text, text.trim(), "no space at either end: {text:?}");
+        // Greedy: the cut text is a prefix of the full greedy reply, ending at a word end.
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("(Words)") && err.contains(&format!("first {words} words")), "{err}");
+    }
+}
+
+#[test]
+fn bad_input_gets_one_line_errors_that_say_what_to_do() {
+    let out = ulm().args(["generate", "--model", "/nonexistent/model.gguf", "hi"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("/nonexistent/model.gguf") && err.contains("give a path"), "{err}");
+
+    let out = ulm().args(["generate", "--model", golden().to_str().unwrap(), "   "]).output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success() && err.contains("empty prompt"), "{err}");
+
+    let out = ulm().args(["generate", "--precision", "int3", "--model", golden().to_str().unwrap(), "hi"]).output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success() && err.contains("use native, f32 or int8"), "{err}");
+
+    // A truncated model file names the file and the problem.
+    let dir = std::env::temp_dir().join(format!("ulm-cli-trunc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(golden().join(f), dir.join(f)).unwrap();
+    }
+    let st = std::fs::read(golden().join("model.safetensors")).unwrap();
+    std::fs::write(dir.join("model.safetensors"), &st[..st.len() / 2]).unwrap();
+    let out = ulm().args(["generate", "--model", dir.to_str().unwrap(), "hi"]).output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success() && err.contains("model.safetensors"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+
+    let out = ulm().args(["generate", "--bogus-flag", "x"]).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8(out.stderr).unwrap().contains("--bogus-flag"));
+}
