@@ -14,13 +14,15 @@ step "ulm-runtime stays plain: no async runtime, HTTP, anyhow or autograd"
 bad=$(cargo tree -p ulm-runtime -e normal --prefix none 2>/dev/null | grep -E '^(tokio|hyper|reqwest|axum|anyhow|candle-core|tch|burn) ' | sort -u)
 if [ -n "$bad" ]; then echo "ulm-runtime depends on: $bad"; fail=1; else echo ok; fi
 
+step "PyTorch venv for train/ (the Rust parity test uses it too)"
+scripts/setup-train.sh || fail=1
+
 step "cargo test --workspace"
 cargo test --workspace 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
 
 if [ -d train/tests ]; then
   step "train/ (PyTorch)"
-  scripts/setup-train.sh || fail=1
   train/.venv/bin/python -m pytest -q train/tests 2>&1 | tee -a "$log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
 fi
