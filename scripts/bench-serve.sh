@@ -3,12 +3,15 @@
 # streaming clients, for SmolLM2 side by side with llama.cpp's own server (xllamacpp wheel) on the
 # same GGUF and the same number of cores, and for the shipped μLM when there is one; one run, a
 # table, then one JSON line.
-#   scripts/bench-serve.sh                       # SECS=15 CORES=2 CLIENTS="1 8 32" MAX_TOKENS=24
-# ulm serve runs CORES slots of one thread each; llama.cpp runs CORES threads with 8 parallel
-# slots (continuous batching). Time it on an idle machine: the table says what else was running.
+#   scripts/bench-serve.sh        # SECS=15 CORES=2 CLIENTS="1 8 32" MAX_TOKENS=24 LLAMA_THREADS="2 1"
+# ulm serve runs CORES slots of one thread each; llama.cpp runs with 8 parallel slots (continuous
+# batching) once per LLAMA_THREADS entry: CORES threads (the same cores) and 1 thread (the same
+# threads per generation; llama.cpp's spinning threads collapse when another process holds a core).
+# Time it on an idle machine: the table says what else was running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${SECS:-15}; CORES=${CORES:-2}; CLIENTS=${CLIENTS:-"1 8 32"}; MAX_TOKENS=${MAX_TOKENS:-24}
+LLAMA_THREADS=${LLAMA_THREADS:-"$CORES 1"}
 SMOL=assets/models/SmolLM2-135M-Instruct.Q4_1.gguf
 [ -f "$SMOL" ] || scripts/fetch-assets.sh models
 cargo build --release -q -p ulm -p ulm-server --example bench_serve
@@ -25,9 +28,12 @@ others=$(ps -eo pcpu=,args= --sort=-pcpu | awk '$1 > 20 {print}' | grep -v -e be
 uport=$(free_port)
 target/release/ulm serve --port "$uport" --slots "$CORES" --threads 1 --ctx 1024 --queue 256 >"$out/ulm.log" 2>&1 & pids+=($!)
 wait_line "$out/ulm.log" "listening on"
-lport=$(free_port)
-assets/venv/bin/python scripts/llama_server.py --model "$SMOL" --port "$lport" --threads "$CORES" --parallel 8 --ctx-per-slot 1024 >"$out/llama.log" 2>&1 & pids+=($!)
-wait_line "$out/llama.log" "listening"
+declare -A lport
+for t in $LLAMA_THREADS; do
+  lport[$t]=$(free_port)
+  assets/venv/bin/python scripts/llama_server.py --model "$SMOL" --port "${lport[$t]}" --threads "$t" --parallel 8 --ctx-per-slot 1024 >"$out/llama$t.log" 2>&1 & pids+=($!)
+  wait_line "$out/llama$t.log" "listening"
+done
 edge=$(curl -s "http://127.0.0.1:$uport/api/config" | python3 -c 'import json,sys; print(json.load(sys.stdin)["edge_model"])')
 
 run() { # label url model clients
@@ -35,7 +41,7 @@ run() { # label url model clients
 }
 for c in $CLIENTS; do
   run "ulm serve" "http://127.0.0.1:$uport" smollm2 "$c"
-  run "llama.cpp" "http://127.0.0.1:$lport" smollm2 "$c"
+  for t in $LLAMA_THREADS; do run "llama.cpp/${t}t" "http://127.0.0.1:${lport[$t]}" smollm2 "$c"; done
   if [ "$edge" != "smollm2" ]; then run "ulm serve" "http://127.0.0.1:$uport" "$edge" "$c"; fi
 done
 
@@ -48,8 +54,8 @@ if others.strip():
     print("busy processes before the run (the numbers below are from a loaded machine):")
     for l in others.splitlines():
         print("   ", l.strip())
-print(f"{'server':<10} {'model':<10} {'clients':>7} {'req/s':>7} {'pieces/s':>9} {'TTFT p50':>9} {'TTFT p99':>9} {'429/503':>8} {'errors':>6}")
+print(f"{'server':<12} {'model':<10} {'clients':>7} {'req/s':>7} {'pieces/s':>9} {'TTFT p50':>9} {'TTFT p99':>9} {'429/503':>8} {'errors':>6}")
 for r in rows:
-    print(f"{r['label'][:10]:<10} {r['model'][:10]:<10} {r['clients']:>7} {r['req_per_s']:>7.2f} {r['pieces_per_s']:>9.1f} {r['ttft_p50_ms']:>7.0f}ms {r['ttft_p99_ms']:>7.0f}ms {r['busy_429_503']:>8} {r['errors']:>6}")
+    print(f"{r['label'][:12]:<12} {r['model'][:10]:<10} {r['clients']:>7} {r['req_per_s']:>7.2f} {r['pieces_per_s']:>9.1f} {r['ttft_p50_ms']:>7.0f}ms {r['ttft_p99_ms']:>7.0f}ms {r['busy_429_503']:>8} {r['errors']:>6}")
 print(json.dumps({"bench": "serve", "cores": int(cores), "max_tokens": int(max_tokens), "load_before": load, "loaded": bool(others.strip()), "results": rows}))
 PY

@@ -47,7 +47,9 @@ fn main() {
         for c in 0..clients {
             let (url, model, tally) = (url.clone(), model.clone(), tally.clone());
             tasks.push(tokio::spawn(async move {
-                let http = reqwest::Client::new();
+                // A fresh connection per request: llama.cpp's server closes kept-alive connections
+                // that a pooled client would then fail on; loopback connects cost microseconds.
+                let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
                 let mut i = 0u64;
                 while Instant::now() < deadline {
                     i += 1;

@@ -10,15 +10,15 @@ use ulm_openai::ErrorBody;
 pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
-    /// `{"error": {"message", "type", "param", "code"}}`.
-    pub body: ErrorBody,
+    /// `{"error": {"message", "type", "param", "code"}}` (boxed: errors travel in `Result`s).
+    pub body: Box<ErrorBody>,
     /// Seconds to wait before trying again.
     pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>, kind: &str) -> Self {
-        ApiError { status, body: ErrorBody::new(message, kind), retry_after: None }
+        ApiError { status, body: Box::new(ErrorBody::new(message, kind)), retry_after: None }
     }
 
     /// 400: the request is malformed or asks for something out of range.
@@ -29,7 +29,7 @@ impl ApiError {
     /// 400 naming the field at fault.
     pub fn invalid(param: &str, message: impl Into<String>) -> Self {
         let mut e = Self::bad_request(message);
-        e.body = e.body.with_param(param);
+        e.body = Box::new(e.body.with_param(param));
         e
     }
 
@@ -40,7 +40,7 @@ impl ApiError {
             "missing or invalid API key; send it as `Authorization: Bearer KEY`",
             "authentication_error",
         );
-        e.body = e.body.with_code("invalid_api_key");
+        e.body = Box::new(e.body.with_code("invalid_api_key"));
         e
     }
 
@@ -51,7 +51,7 @@ impl ApiError {
             format!("model `{name}` is not served here; GET /v1/models lists: {}", known.join(", ")),
             "invalid_request_error",
         );
-        e.body = e.body.with_param("model").with_code("model_not_found");
+        e.body = Box::new(e.body.with_param("model").with_code("model_not_found"));
         e
     }
 
@@ -77,7 +77,7 @@ impl ApiError {
             format!("the server is busy (every generation slot and queue place is taken); retry after {retry_after} s"),
             "rate_limit_error",
         );
-        e.body = e.body.with_code("queue_full");
+        e.body = Box::new(e.body.with_code("queue_full"));
         e.retry_after = Some(retry_after);
         e
     }
@@ -85,7 +85,7 @@ impl ApiError {
     /// 503: waited too long for a slot, or shutting down.
     pub fn unavailable(message: impl Into<String>, retry_after: u64) -> Self {
         let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, message, "server_error");
-        e.body = e.body.with_code("overloaded");
+        e.body = Box::new(e.body.with_code("overloaded"));
         e.retry_after = Some(retry_after);
         e
     }
@@ -107,7 +107,7 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let json = serde_json::to_string(&self.body).unwrap_or_default();
+        let json = serde_json::to_string(&*self.body).unwrap_or_default();
         let mut res = (self.status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json).into_response();
         if let Some(s) = self.retry_after {
             if let Ok(v) = HeaderValue::from_str(&s.to_string()) {

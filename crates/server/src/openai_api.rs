@@ -113,7 +113,7 @@ fn check_prompt(st: &AppState, model: &ServedModel, ids: &[u32]) -> Result<(), A
     let limit = st.config().limits.max_prompt_tokens.min(max_seq.saturating_sub(1));
     if ids.len() > limit {
         let mut e = ApiError::invalid("messages", format!("the prompt has {} tokens; this server takes at most {limit} for `{}`", ids.len(), model.id));
-        e.body = e.body.with_code("context_length_exceeded");
+        e.body = Box::new(e.body.with_code("context_length_exceeded"));
         return Err(e);
     }
     Ok(())
@@ -173,7 +173,7 @@ fn chat_prompt(model: &ServedModel, req: &ChatCompletionRequest) -> Result<Vec<u
         (false, false) => Ok(render_chatml(&messages, req.add_generation_prompt.unwrap_or(true))),
     }
     .map_err(|e| ApiError::bad_request(format!("cannot render the conversation with the chat template: {e}")))?;
-    encode(&model.lm, &text).map_err(|e| ApiError::internal(e))
+    encode(&model.lm, &text).map_err(ApiError::internal)
 }
 
 pub(crate) async fn chat_completions(State(st): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {

@@ -98,7 +98,8 @@ fn thirty_two_streaming_clients_for_a_minute() {
                         continue;
                     }
                     if status != 200 {
-                        tally.lock().unwrap().errors.push(format!("HTTP {status}: {}", res.text().await.unwrap_or_default()));
+                        let text = res.text().await.unwrap_or_default();
+                        tally.lock().unwrap().errors.push(format!("HTTP {status}: {text}"));
                         continue;
                     }
                     let mut stream = res.bytes_stream();
@@ -136,7 +137,7 @@ fn thirty_two_streaming_clients_for_a_minute() {
         let wall = t0.elapsed().as_secs_f64();
         let stats = live.settled(Duration::from_secs(30)).await;
         let rss1 = rss_mib();
-        let mut t = tally.lock().unwrap();
+        let mut t = std::mem::take(&mut *tally.lock().unwrap());
         t.ttft_ms.sort_by(f64::total_cmp);
         let (p50, p99) = (pct(&t.ttft_ms, 0.5), pct(&t.ttft_ms, 0.99));
         println!("load: {clients} streaming clients × {secs} s, model {which}, max_tokens {max_tokens}, {slots} slots, queue {queue}");

@@ -34,9 +34,7 @@ pub fn smollm2() -> Option<LoadedModel> {
 }
 
 pub fn config() -> ServerConfig {
-    let mut c = ServerConfig::default();
-    c.web_dir = Some(root().join("web"));
-    c
+    ServerConfig { web_dir: Some(root().join("web")), ..ServerConfig::default() }
 }
 
 /// The golden model served as `golden` (edge and cloud).
