@@ -14,6 +14,7 @@ mod bench;
 mod chat;
 mod data;
 mod distill;
+mod eval;
 mod generate;
 mod models;
 mod serve;
@@ -44,6 +45,8 @@ enum Cmd {
     Data(data::Args),
     /// Serve the OpenAI-compatible API, the handoff stream and the web demo.
     Serve(serve::Args),
+    /// Measure openers (plausibility under a scorer), the handoff's seams and latency; write a report.
+    Eval(eval::Args),
 }
 
 fn main() {
@@ -57,6 +60,7 @@ fn main() {
         Cmd::Generate(a) => generate::run(a),
         Cmd::Chat(a) => chat::run(a),
         Cmd::Serve(a) => serve::run(a),
+        Cmd::Eval(a) => eval::run(a),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");

@@ -1,0 +1,162 @@
+//! `ulm eval` end to end with the tiny golden model as opener, scorer and (through `ulm serve`)
+//! continuator: the report's numbers are recomputed from per_prompt.jsonl, a run resumes per
+//! prompt, and the handoff metrics are filled.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+fn golden() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../runtime/tests/data/golden").to_string()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ulm-eval-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn prompts(dir: &Path) -> PathBuf {
+    let p = dir.join("prompts.jsonl");
+    let lines = [
+        r#"{"id":"t1","source":"test","category":"chat","prompt":"Hello there!"}"#,
+        r#"{"id":"t2","source":"test","category":"qa","prompt":"What is a comet?"}"#,
+        r#"{"id":"t3","source":"test","category":"qa","prompt":"Why is the sky blue?"}"#,
+        r#"{"id":"t4","source":"test","category":"chat","prompt":"How are you today?"}"#,
+        r#"{"id":"t5","source":"test","category":"writing","prompt":"Write a haiku about rain."}"#,
+    ];
+    std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+    p
+}
+
+fn eval(prompts: &Path, out: &Path, extra: &[&str]) {
+    let g = golden();
+    let o = Command::new(env!("CARGO_BIN_EXE_ulm"))
+        .args(["eval", "--prompts", prompts.to_str().unwrap(), "--out", out.to_str().unwrap(), "--models", &g, "--scorer", &g, "--words", "4,8", "--ctx", "512"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "ulm eval failed: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn rows(out: &Path) -> Vec<Value> {
+    std::fs::read_to_string(out.join("per_prompt.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The openers table of report.md: (words) → cells.
+fn report_table(out: &Path) -> BTreeMap<u64, Vec<String>> {
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    md.lines()
+        .skip_while(|l| !l.starts_with("| model | params | words"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<String> = l.trim_matches('|').split('|').map(|c| c.trim().to_string()).collect();
+            (cells[2].parse().unwrap(), cells)
+        })
+        .collect()
+}
+
+#[test]
+fn report_is_recomputed_from_the_rows() {
+    let dir = scratch("report");
+    let out = dir.join("out");
+    eval(&prompts(&dir), &out, &[]);
+    for f in ["per_prompt.jsonl", "report.md", "meta.json", "quality_vs_params.png", "latency.png"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let rs = rows(&out);
+    assert_eq!(rs.len(), 10, "5 prompts × 2 lengths");
+    let table = report_table(&out);
+    assert_eq!(table.len(), 2);
+    for w in [4u64, 8] {
+        let g: Vec<&Value> = rs.iter().filter(|r| r["words"] == w).collect();
+        let lls: Vec<f64> = g.iter().filter_map(|r| r["mean_ll"].as_f64()).collect();
+        assert_eq!(lls.len(), 5, "every opener scored");
+        let mean_ll = lls.iter().sum::<f64>() / lls.len() as f64;
+        let tok: u64 = g.iter().map(|r| r["scored_tokens"].as_u64().unwrap()).sum();
+        let acc: u64 = g.iter().map(|r| r["accepted"].as_u64().unwrap()).sum();
+        let cells = &table[&w];
+        assert_eq!(cells[4], "5");
+        assert_eq!(cells[5], format!("{mean_ll:.4}"), "mean LL at {w} words");
+        assert_eq!(cells[6], format!("{:.3}", acc as f64 / tok as f64), "acceptance at {w} words");
+        assert!(mean_ll < 0.0);
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("skipped: no judge configured"));
+    assert!(md.contains("their judge, not ours") && md.contains("3.373"));
+    let meta: Value = serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["models"][golden()]["model.safetensors"].as_str().unwrap().len(), 64, "sha256 of the weights");
+    assert!(meta["machine"]["cores"].as_u64().unwrap() >= 1);
+
+    // --report-only rewrites the same report from the rows.
+    std::fs::remove_file(out.join("report.md")).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_ulm")).args(["eval", "--report-only", "--out", out.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(report_table(&out), table);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_interrupted_run_resumes_per_prompt() {
+    let dir = scratch("resume");
+    let out = dir.join("out");
+    let p = prompts(&dir);
+    eval(&p, &out, &["--limit", "3"]);
+    let first = rows(&out);
+    assert_eq!(first.len(), 6);
+    // A kill mid-write leaves a torn last line: it is ignored and the row redone.
+    let mut f = std::fs::OpenOptions::new().append(true).open(out.join("per_prompt.jsonl")).unwrap();
+    std::io::Write::write_all(&mut f, br#"{"id":"t4","model":"#).unwrap();
+    drop(f);
+    eval(&p, &out, &[]);
+    let text = std::fs::read_to_string(out.join("per_prompt.jsonl")).unwrap();
+    let all: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert_eq!(all.len(), 10);
+    assert_eq!(&all[..6], &first[..], "the first rows are kept, not redone");
+    let keys: HashSet<(String, u64)> = all.iter().map(|r| (r["id"].as_str().unwrap().to_string(), r["words"].as_u64().unwrap())).collect();
+    assert_eq!(keys.len(), 10, "no prompt scored twice");
+    assert_eq!(report_table(&out)[&4][4], "5");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn handoff_metrics_against_ulm_serve() {
+    let dir = scratch("handoff");
+    let out = dir.join("out");
+    let g = golden();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ulm"))
+        .args(["serve", "--port", "0", "--model", &g, "--cloud-model", &g, "--ctx", "1024"])
+        .env_remove("ULM_API_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("URL line").trim_end_matches('/').to_string();
+    let cloud = format!("{url}/v1");
+    eval(&prompts(&dir), &out, &["--cloud", &cloud, "--provider", "prefill", "--cloud-max-tokens", "8", "--limit", "3"]);
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+
+    let rs = rows(&out);
+    assert_eq!(rs.len(), 6);
+    for r in &rs {
+        let h = &r["handoff"];
+        assert!(h.is_object(), "handoff recorded: {r}");
+        assert!(h["error"].is_null(), "handoff failed: {h}");
+        assert!(["fragment_completion", "clean_continuation", "self_repair_pivot"].contains(&h["mode"].as_str().unwrap()), "{h}");
+        assert!(h["cloud_first_token_ms"].as_f64().unwrap() > 0.0);
+        assert!(h["done_ms"].as_f64().unwrap() >= h["opener_done_ms"].as_f64().unwrap());
+        assert!(h["cont_ll"].as_f64().is_some(), "continuation scored: {h}");
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("| model | words | n | fragment completion"), "{md}");
+    assert!(out.join("recovery_modes.png").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
