@@ -201,3 +201,42 @@ async fn ulm_handoff_continues_through_this_server_with_every_strategy_it_speaks
     live.settled(Duration::from_secs(10)).await;
     live.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handoff_whose_cloud_is_down_ends_with_the_local_fallback_and_an_error_event() {
+    let live = Live::start(config(), || vec![ServedModel::new("golden", golden())]).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let body = json!({"messages": [{"role": "user", "content": "Hello"}], "words": 4, "seed": 3,
+        "cloud": {"base_url": format!("http://127.0.0.1:{closed}/v1"), "provider": "prefill", "model": "x"}});
+    let res = post(&format!("{}/api/handoff", live.url), &body).await;
+    assert_eq!(res.status(), 200);
+    let events = parse_sse(&res.text().await.unwrap());
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"opener") && names.contains(&"error") && names.contains(&"notice"), "{names:?}");
+    let err: Value = serde_json::from_str(&events[names.iter().position(|n| *n == "error").unwrap()].1).unwrap();
+    assert_eq!(err["kind"], "connect", "{err}");
+    let reply: Value = serde_json::from_str(&events[events.len() - 2].1).unwrap();
+    assert!(reply["text"].as_str().unwrap().ends_with(reply["note"].as_str().unwrap()), "{reply}");
+    assert_eq!(names.last(), Some(&"done"));
+    live.settled(Duration::from_secs(5)).await;
+    live.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_a_handoff_cancels_the_cloud_generation_it_started() {
+    // SmolLM2 on both sides, so that the opener is real words and the story goes on and on.
+    let Some(lm) = smollm2() else { return };
+    let live = Live::start(config(), || vec![ServedModel::new("smollm2", lm)]).await;
+    let body = json!({"messages": [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}], "words": 4,
+        "max_tokens": 900, "temperature": 0});
+    let res = post(&format!("{}/api/handoff", live.url), &body).await;
+    let mut stream = res.bytes_stream();
+    let mut seen = String::new();
+    while !seen.contains("event: continuation") {
+        seen.push_str(&String::from_utf8_lossy(&stream.next().await.expect("events until the continuation").unwrap()));
+    }
+    drop(stream);
+    let s = live.settled(Duration::from_secs(15)).await;
+    assert!(s["cancelled"].as_u64().unwrap() >= 1, "the cloud side was cancelled: {s}");
+    live.shutdown().await;
+}
