@@ -591,6 +591,7 @@ fn write_meta(a: &Args, rows: &[Row]) -> Result<()> {
             "precision": a.precision, "ctx": a.ctx, "limit": a.limit, "seed": a.seed,
             "sampling": {"temperature": 0.5, "top_p": 0.9, "seed": "base seed xor fnv1a64(prompt id)"},
             "cloud": a.cloud, "provider": a.provider, "cloud_model": a.cloud_model, "cloud_max_tokens": a.cloud_max_tokens,
+            "words_per_second": a.cloud.as_ref().map(|_| Config::new(ProviderKind::Prefill, "").words_per_second),
             "judge": a.judge, "judge_model": a.judge.as_ref().map(|_| &a.judge_model),
         },
         "versions": {
@@ -631,6 +632,8 @@ pub struct Group {
     pub h_opener_done_p50: Option<f64>,
     pub h_cloud_first_token_p50: Option<f64>,
     pub h_first_cont_p50: Option<f64>,
+    /// From the opener's end to the first continuation word (the gap if text is shown at once).
+    pub wait_p50: Option<f64>,
     pub gap_p50: Option<f64>,
     pub gap_p90: Option<f64>,
     pub total_p50: Option<f64>,
@@ -703,6 +706,7 @@ pub fn summarize(rows: &[Row]) -> Vec<Group> {
                 h_opener_done_p50: pct(&f(|h| h.opener_done_ms), 50.0),
                 h_cloud_first_token_p50: pct(&f(|h| h.cloud_first_token_ms), 50.0),
                 h_first_cont_p50: pct(&f(|h| h.first_continuation_word_ms), 50.0),
+                wait_p50: pct(&f(|h| h.first_continuation_word_ms.zip(h.opener_done_ms).map(|(c, o)| c - o)), 50.0),
                 gap_p50: pct(&gaps, 50.0),
                 gap_p90: pct(&gaps, 90.0),
                 total_p50: pct(&f(|h| Some(h.done_ms)), 50.0),
@@ -755,12 +759,13 @@ pub fn write_report(dir: &Path, rows: &[Row]) -> Result<()> {
     } else {
         md += "Modes from the engine's classifier. Repeats: the continuation contains the opener's first 3 words again. ";
         md += "Restarts: the opener stopped mid-sentence and the continuation starts with a capitalized word. ";
-        md += "Cont LL: the scorer's mean per-token log-likelihood of the first 8 continuation words given prompt + opener. Times in ms (p50 unless said).\n\n";
-        md += "| model | words | n | fragment completion | clean continuation | self-repair pivot | none | repeats | restarts | cont LL | first word | cloud first token | gap p50 | gap p90 | total |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+        md += "Cont LL: the scorer's mean per-token log-likelihood of the first 8 continuation words given prompt + opener. Times in ms since the message (p50 unless said). Wait after opener: opener complete → first continuation word. \
+Gap: opener *shown* → first continuation word, where the opener counts as shown once spoken at the handoff config's `words_per_second` (default 2.5; see meta.json), 0 when the cloud was in time.\n\n";
+        md += "| model | words | n | fragment completion | clean continuation | self-repair pivot | none | repeats | restarts | cont LL | first word | cloud first token | wait after opener | gap p50 | gap p90 | total |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
         for g in groups.iter().filter(|g| g.handoffs > 0) {
             let share = |k: &str| format!("{:.2}", *g.modes.get(k).unwrap_or(&0) as f64 / g.handoffs as f64);
             md += &format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} |\n",
                 short(&g.model),
                 g.words,
                 g.handoffs,
@@ -773,6 +778,7 @@ pub fn write_report(dir: &Path, rows: &[Row]) -> Result<()> {
                 f(g.cont_ll, 4),
                 f(g.h_first_word_p50, 0),
                 f(g.h_cloud_first_token_p50, 0),
+                f(g.wait_p50, 0),
                 f(g.gap_p50, 0),
                 f(g.gap_p90, 0),
                 f(g.total_p50, 0),
@@ -959,7 +965,7 @@ mod plots {
                 (label(g), seg)
             })
             .collect();
-        let xmax = rows.iter().flat_map(|r| r.1.iter().map(|s| s.1)).fold(1.0, f64::max) * 1.1;
+        let xmax = rows.iter().flat_map(|r| r.1.iter().map(|s| s.1)).fold(1.0, f64::max) * 1.45;
         let root = BitMapBackend::new(path, (900, 120 + 50 * rows.len() as u32)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut c = ChartBuilder::on(&root)
