@@ -187,7 +187,18 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(n) = a.limit {
         prompts.truncate(n);
     }
-    let done: HashSet<(String, String, usize)> = read_rows(&rows_path)?.into_iter().map(|r| (r.id, r.model, r.words)).collect();
+    let before = read_rows(&rows_path)?;
+    if let Some(r) = before.iter().find(|r| r.scorer != a.scorer || r.top_k != a.top_k) {
+        bail!(
+            "{} holds rows scored by `{}` (top-{}); this run asks for `{}` (top-{}): give another --out to keep the report consistent",
+            rows_path.display(),
+            r.scorer,
+            r.top_k,
+            a.scorer,
+            a.top_k
+        );
+    }
+    let done: HashSet<(String, String, usize)> = before.into_iter().map(|r| (r.id, r.model, r.words)).collect();
     let prec = models::precision(&a.precision)?;
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -943,7 +954,9 @@ mod plots {
 
     fn latency(path: &Path, groups: &[Group]) -> Res<()> {
         // One bar per group: segments between the p50 milestones.
-        let rows: Vec<(String, Vec<(f64, f64, usize)>)> = groups
+        // (label, [(from ms, to ms, segment kind)])
+        type Bar = (String, Vec<(f64, f64, usize)>);
+        let rows: Vec<Bar> = groups
             .iter()
             .map(|g| {
                 let mut seg = Vec::new();
@@ -954,12 +967,10 @@ mod plots {
                             seg.push((a, b.max(a), i));
                         }
                     }
-                } else {
-                    if let Some(t) = g.ttfw_ms {
-                        seg.push((0.0, t, 0));
-                        if let Some(o) = g.opener_ms {
-                            seg.push((t, o.max(t), 1));
-                        }
+                } else if let Some(t) = g.ttfw_ms {
+                    seg.push((0.0, t, 0));
+                    if let Some(o) = g.opener_ms {
+                        seg.push((t, o.max(t), 1));
                     }
                 }
                 (label(g), seg)
