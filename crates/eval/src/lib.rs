@@ -1,0 +1,28 @@
+//! Evaluation of the handoff's local side and its seams: opener plausibility under a scorer model
+//! (mean per-token log-likelihood, top-k acceptance), seam metrics of a handoff reply (repetition,
+//! restart, continuation log-likelihood), and the report (`report.md` + PNG plots) recomputed from
+//! the per-prompt rows. `ulm eval` drives it.
+//!
+//! ```no_run
+//! use ulm_eval::{opener, score};
+//! use ulm_runtime::{Precision, Session, generate::LoadedModel};
+//!
+//! let lm = LoadedModel::open("assets/models/SmolLM2-135M-Instruct.Q4_1.gguf".as_ref(), Precision::Native, Some(1024))?;
+//! let mut s = Session::new(&lm.model);
+//! let o = opener(&lm, &mut s, "What is a comet?", 8, 42)?;
+//! let sc = score(&lm, &mut s, "What is a comet?", "", &o.text, 10)?;
+//! println!("{:.3} nats/token, {}/{} in top-10", sc.ll_sum / sc.tokens as f64, sc.accepted, sc.tokens);
+//! # Ok::<(), ulm_eval::EvalError>(())
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+mod metrics;
+mod plots;
+mod report;
+mod rows;
+
+pub use error::EvalError;
+pub use metrics::{Opener, Score, first_words, opener, params, repeats_opener, restarts, score, seed_of};
+pub use report::{Group, PAPER_POINTS, sha256_file, short, summarize, write_report};
+pub use rows::{HandoffRow, Row, read_rows};

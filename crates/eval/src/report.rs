@@ -1,0 +1,268 @@
+//! Aggregates per opener model × length, `report.md` and the plots, all from the rows.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::plots;
+use crate::{EvalError, Row, HandoffRow};
+
+/// The paper's published GPT-4o judge scores (REFERENCE.md §4): *their* judge, not ours.
+pub const PAPER_POINTS: &[(&str, f64, f64)] = &[
+    ("μLM 8.8M", 8.8e6, 2.378),
+    ("μLM 14.43M", 14.43e6, 2.685),
+    ("μLM 28.85M", 28.85e6, 3.044),
+    ("SmolLM2-135M-Instruct", 135e6, 3.373),
+    ("LaMini-Neo-125M", 125e6, 1.874),
+];
+
+
+/// sha256 of a file, lowercase hex.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Aggregates of one opener model × opener length.
+#[derive(Clone, Debug, Default)]
+pub struct Group {
+    /// Opener model as given.
+    pub model: String,
+    /// Opener length in words.
+    pub words: usize,
+    /// Scorer(s) of the rows.
+    pub scorer: String,
+    /// Parameter count.
+    pub params: u64,
+    /// Rows.
+    pub n: usize,
+    /// Mean over prompts of the opener's mean per-token log-likelihood.
+    pub mean_ll: Option<f64>,
+    /// Token-weighted top-k acceptance.
+    pub acceptance: Option<f64>,
+    /// Mean time to first word, ms.
+    pub ttfw_ms: Option<f64>,
+    /// Mean opener time, ms.
+    pub opener_ms: Option<f64>,
+    /// Peak RSS with only the edge model loaded (bytes).
+    pub peak_rss: Option<u64>,
+    /// Rows with a handoff.
+    pub handoffs: usize,
+    /// Handoff rows per recovery mode (`none` without a continuation).
+    pub modes: BTreeMap<String, usize>,
+    /// Handoffs whose continuation repeats the opener's first 3 words.
+    pub repeats: usize,
+    /// Handoffs whose continuation restarts the sentence.
+    pub restarts: usize,
+    /// Mean continuation log-likelihood (first 8 words) under the scorer.
+    pub cont_ll: Option<f64>,
+    /// Handoff first word, p50 ms.
+    pub h_first_word_p50: Option<f64>,
+    /// Handoff opener complete, p50 ms.
+    pub h_opener_done_p50: Option<f64>,
+    /// First continuation piece, p50 ms.
+    pub h_cloud_first_token_p50: Option<f64>,
+    /// First continuation word shown, p50 ms.
+    pub h_first_cont_p50: Option<f64>,
+    /// From the opener's end to the first continuation word (the gap if text is shown at once).
+    pub wait_p50: Option<f64>,
+    /// Gap p50 ms.
+    pub gap_p50: Option<f64>,
+    /// Gap p90 ms.
+    pub gap_p90: Option<f64>,
+    /// Reply complete, p50 ms.
+    pub total_p50: Option<f64>,
+    /// Mean judge score.
+    pub judge: Option<f64>,
+    /// Rows with a judge score.
+    pub judged: usize,
+}
+
+fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// Nearest-rank percentile.
+fn pct(v: &[f64], p: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let i = ((p / 100.0 * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1;
+    Some(s[i])
+}
+
+/// Groups rows by model × opener length (in first-seen order of models, ascending length).
+/// Mean LL is the mean over prompts of each opener's mean per-token log-likelihood; acceptance
+/// is token-weighted (accepted / scored tokens over all prompts).
+pub fn summarize(rows: &[Row]) -> Vec<Group> {
+    let mut order: Vec<(String, usize)> = Vec::new();
+    for r in rows {
+        let k = (r.model.clone(), r.words);
+        if !order.contains(&k) {
+            order.push(k);
+        }
+    }
+    let mut models: Vec<String> = order.iter().map(|(m, _)| m.clone()).collect();
+    models.dedup();
+    order.sort_by_key(|(m, w)| (models.iter().position(|o| o == m).unwrap(), *w));
+    order
+        .into_iter()
+        .map(|(m, w)| {
+            let rs: Vec<&Row> = rows.iter().filter(|r| r.model == m && r.words == w).collect();
+            let lls: Vec<f64> = rs.iter().filter_map(|r| r.mean_ll).collect();
+            let tok: usize = rs.iter().map(|r| r.scored_tokens).sum();
+            let acc: usize = rs.iter().map(|r| r.accepted).sum();
+            let ok: Vec<&&Row> = rs.iter().filter(|r| r.error.is_none()).collect();
+            let hs: Vec<&HandoffRow> = rs.iter().filter_map(|r| r.handoff.as_ref()).collect();
+            let mut modes = BTreeMap::new();
+            for h in &hs {
+                *modes.entry(h.mode.clone().unwrap_or_else(|| "none".into())).or_insert(0) += 1;
+            }
+            let f = |g: fn(&HandoffRow) -> Option<f64>| hs.iter().filter_map(|h| g(h)).collect::<Vec<f64>>();
+            let gaps = f(|h| h.gap_ms);
+            let judges: Vec<f64> = rs.iter().filter_map(|r| r.judge).collect();
+            let mut scorers: Vec<&str> = rs.iter().map(|r| r.scorer.as_str()).collect();
+            scorers.dedup();
+            Group {
+                scorer: scorers.join("+"),
+                params: rs[0].params,
+                n: rs.len(),
+                mean_ll: mean(&lls),
+                acceptance: (tok > 0).then(|| acc as f64 / tok as f64),
+                ttfw_ms: mean(&ok.iter().filter_map(|r| r.ttfw_ms).collect::<Vec<_>>()),
+                opener_ms: mean(&ok.iter().map(|r| r.opener_ms).collect::<Vec<_>>()),
+                peak_rss: rs.iter().filter_map(|r| r.peak_rss).max(),
+                handoffs: hs.len(),
+                repeats: hs.iter().filter(|h| h.repeats_opener).count(),
+                restarts: hs.iter().filter(|h| h.restart).count(),
+                modes,
+                cont_ll: mean(&f(|h| h.cont_ll)),
+                h_first_word_p50: pct(&f(|h| h.first_word_ms), 50.0),
+                h_opener_done_p50: pct(&f(|h| h.opener_done_ms), 50.0),
+                h_cloud_first_token_p50: pct(&f(|h| h.cloud_first_token_ms), 50.0),
+                h_first_cont_p50: pct(&f(|h| h.first_continuation_word_ms), 50.0),
+                wait_p50: pct(&f(|h| h.first_continuation_word_ms.zip(h.opener_done_ms).map(|(c, o)| c - o)), 50.0),
+                gap_p50: pct(&gaps, 50.0),
+                gap_p90: pct(&gaps, 90.0),
+                total_p50: pct(&f(|h| Some(h.done_ms)), 50.0),
+                judge: mean(&judges),
+                judged: judges.len(),
+                model: m,
+                words: w,
+            }
+        })
+        .collect()
+}
+
+/// A model's display name: the name given, or the file/folder name of a path.
+pub fn short(m: &str) -> String {
+    Path::new(m).file_name().map_or(m.to_string(), |n| n.to_string_lossy().trim_end_matches(".gguf").to_string())
+}
+
+fn f(v: Option<f64>, prec: usize) -> String {
+    v.map_or("–".into(), |v| format!("{v:.prec$}"))
+}
+
+/// Writes report.md and the plots from the rows.
+pub fn write_report(dir: &Path, rows: &[Row]) -> Result<(), EvalError> {
+    let groups = summarize(rows);
+    let mut md = String::new();
+    md += "# ulm eval report\n\nRecomputed from `per_prompt.jsonl` (`ulm eval --report-only --out DIR`); settings, model hashes and machine in `meta.json`.\n\n";
+    md += "## Openers (plausibility under the scorer)\n\n";
+    md += "Mean LL: mean over prompts of the opener's mean per-token log-likelihood (nats) under the scorer, given the prompt in the scorer's chat format. ";
+    md += "Acceptance: share of opener tokens (scorer's tokenization) inside the scorer's top-k. TTFW: time to first word (prefill included). ";
+    md += "Peak RSS: the process with only that edge model loaded, after one opener.\n\n";
+    md += "| model | params | words | scorer | n | mean LL | acceptance | TTFW ms | opener ms | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|\n";
+    for g in &groups {
+        md += &format!(
+            "| {} | {:.1}M | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            short(&g.model),
+            g.params as f64 / 1e6,
+            g.words,
+            short(&g.scorer),
+            g.n,
+            f(g.mean_ll, 4),
+            f(g.acceptance, 3),
+            f(g.ttfw_ms, 1),
+            f(g.opener_ms, 1),
+            g.peak_rss.map_or("–".into(), |b| format!("{:.0}", b as f64 / 1048576.0)),
+        );
+    }
+    md += "\n## Handoff (seamlessness and latency)\n\n";
+    if groups.iter().all(|g| g.handoffs == 0) {
+        md += "skipped: no continuator configured (`--cloud URL --provider NAME`).\n";
+    } else {
+        md += "Modes from the engine's classifier. Repeats: the continuation contains the opener's first 3 words again. ";
+        md += "Restarts: the opener stopped mid-sentence and the continuation starts with a capitalized word. ";
+        md += "Cont LL: the scorer's mean per-token log-likelihood of the first 8 continuation words given prompt + opener. Times in ms since the message (p50 unless said). Wait after opener: opener complete → first continuation word. \
+Gap: opener *shown* → first continuation word, where the opener counts as shown once spoken at the handoff config's `words_per_second` (default 2.5; see meta.json), 0 when the cloud was in time.\n\n";
+        md += "| model | words | n | fragment completion | clean continuation | self-repair pivot | none | repeats | restarts | cont LL | first word | cloud first token | wait after opener | gap p50 | gap p90 | total |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+        for g in groups.iter().filter(|g| g.handoffs > 0) {
+            let share = |k: &str| format!("{:.2}", *g.modes.get(k).unwrap_or(&0) as f64 / g.handoffs as f64);
+            md += &format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} |\n",
+                short(&g.model),
+                g.words,
+                g.handoffs,
+                share("fragment_completion"),
+                share("clean_continuation"),
+                share("self_repair_pivot"),
+                share("none"),
+                g.repeats as f64 / g.handoffs as f64,
+                g.restarts as f64 / g.handoffs as f64,
+                f(g.cont_ll, 4),
+                f(g.h_first_word_p50, 0),
+                f(g.h_cloud_first_token_p50, 0),
+                f(g.wait_p50, 0),
+                f(g.gap_p50, 0),
+                f(g.gap_p90, 0),
+                f(g.total_p50, 0),
+            );
+        }
+    }
+    md += "\n## LLM judge\n\n";
+    if groups.iter().all(|g| g.judged == 0) {
+        md += "skipped: no judge configured (`--judge URL --judge-model M`).\n";
+    } else {
+        let jm: Vec<String> = {
+            let mut v: Vec<String> = rows.iter().filter_map(|r| r.judge_model.clone()).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        md += &format!("One overall 1–5 score per full reply (opener + continuation, or the opener alone without a cloud), judge: {}.\n\n", jm.join(", "));
+        md += "| model | words | judged | mean score |\n|---|---|---|---|\n";
+        for g in groups.iter().filter(|g| g.judged > 0) {
+            md += &format!("| {} | {} | {} | {} |\n", short(&g.model), g.words, g.judged, f(g.judge, 3));
+        }
+    }
+    md += "\n## Reference: the paper's published numbers (their judge, not ours)\n\n";
+    md += "GPT-4o-judged overall score, single-turn dialogue QA, as published (REFERENCE.md §4). Not produced by this run and not comparable to the log-likelihoods above.\n\n";
+    md += "| model (paper) | params | their GPT-4o judge score |\n|---|---|---|\n";
+    for (n, p, s) in PAPER_POINTS {
+        md += &format!("| {n} | {:.2}M | {s:.3} |\n", p / 1e6);
+    }
+    md += "\n## Plots\n\n";
+    match plots::draw(dir, &groups) {
+        Ok(files) => {
+            for f in files {
+                md += &format!("![{f}]({f})\n");
+            }
+        }
+        Err(e) => md += &format!("not drawn: {e}\n"),
+    }
+    let path = dir.join("report.md");
+    std::fs::write(&path, md).map_err(|e| EvalError::io(&path, e))
+}
+

@@ -1,0 +1,98 @@
+//! The per-prompt rows of `per_prompt.jsonl`.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The handoff's outcome for one row.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HandoffRow {
+    /// Provider kind used (`prefill`, `instruct`, ...).
+    pub provider: String,
+    /// The opener as shown.
+    pub opener: String,
+    /// The continuation after seam repair.
+    pub continuation: String,
+    /// fragment_completion, clean_continuation, self_repair_pivot (None: no continuation).
+    pub mode: Option<String>,
+    /// The continuation contains the opener's first 3 words again.
+    pub repeats_opener: bool,
+    /// The opener stopped mid-sentence and the continuation starts a new sentence (capitalized).
+    pub restart: bool,
+    /// Scorer's mean log-likelihood per token of the first 8 continuation words given prompt + opener.
+    pub cont_ll: Option<f64>,
+    /// Tokens scored for `cont_ll`.
+    pub cont_tokens: usize,
+    /// First word shown, ms since the message.
+    pub first_word_ms: Option<f64>,
+    /// Opener complete, ms.
+    pub opener_done_ms: Option<f64>,
+    /// Continuation request sent, ms.
+    pub cloud_request_ms: Option<f64>,
+    /// First continuation piece arrived, ms.
+    pub cloud_first_token_ms: Option<f64>,
+    /// First continuation word shown, ms.
+    pub first_continuation_word_ms: Option<f64>,
+    /// Opener shown (at the config's speaking rate) → first continuation word, ms; 0 when in time.
+    pub gap_ms: Option<f64>,
+    /// Reply complete, ms.
+    pub done_ms: f64,
+    /// What failed, if anything.
+    pub error: Option<String>,
+}
+
+/// One line of per_prompt.jsonl: one prompt × opener model × opener length.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Row {
+    /// Prompt id.
+    pub id: String,
+    /// Prompt source (mtbench, chatterbot, ...).
+    pub source: String,
+    /// Prompt category.
+    pub category: String,
+    /// Opener model as given (name or path).
+    pub model: String,
+    /// Parameter count of the opener model.
+    pub params: u64,
+    /// Opener length asked, in words.
+    pub words: usize,
+    /// Sampling seed of this prompt.
+    pub seed: u64,
+    /// The opener as shown.
+    pub opener: String,
+    /// Tokens the edge model generated.
+    pub opener_tokens: usize,
+    /// Time to first word (prefill included), ms.
+    pub ttfw_ms: Option<f64>,
+    /// Time to the whole opener, ms.
+    pub opener_ms: f64,
+    /// Peak RSS of a process holding only this edge model (bytes), measured once per model.
+    pub peak_rss: Option<u64>,
+    /// Scorer model as given.
+    pub scorer: String,
+    /// k of the acceptance rate.
+    pub top_k: usize,
+    /// Opener tokens as the scorer tokenizes them.
+    pub scored_tokens: usize,
+    /// Sum of the opener's token log-probabilities under the scorer (nats).
+    pub ll_sum: f64,
+    /// `ll_sum / scored_tokens`.
+    pub mean_ll: Option<f64>,
+    /// Scored tokens inside the scorer's top-k.
+    pub accepted: usize,
+    /// The handoff, when a continuator was given.
+    pub handoff: Option<HandoffRow>,
+    /// The judge's 1–5 score of the full reply.
+    pub judge: Option<f64>,
+    /// The judge model.
+    pub judge_model: Option<String>,
+    /// What failed, if anything.
+    pub error: Option<String>,
+}
+
+/// Rows of per_prompt.jsonl; a torn last line (a kill mid-write) is skipped.
+pub fn read_rows(path: &Path) -> Vec<Row> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
