@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use ulm_handoff::{Config, Handoff, Overrides, ProviderKind, Turn};
-use ulm_eval::{HandoffRow, Row, first_words, opener as opener_of, params, read_rows, repeats_opener, restarts, score, seed_of, sha256_file, write_report};
+use ulm_eval::{HandoffRow, Row, first_words, opener as opener_of, params, read_rows, score, seed_of, sha256_file, write_report};
 use ulm_runtime::Session;
 use ulm_runtime::generate::LoadedModel;
 use ulm_runtime::sampler::Sampling;
@@ -227,24 +227,7 @@ pub fn run(a: Args) -> Result<()> {
                 if let Some((_, h)) = handoffs.iter().find(|(hw, _)| *hw == w) {
                     let mut opener = LocalOpener::new(lm.clone()).sampling(Sampling { seed, ..Sampling::default() });
                     let reply = rt.block_on(h.run(&mut opener, &[Turn::user(&p.prompt)], |_| {}));
-                    let t = &reply.timeline;
-                    let mut hr = HandoffRow {
-                        provider: reply.provider.as_str().to_string(),
-                        opener: reply.opener.clone(),
-                        continuation: reply.continuation.clone(),
-                        mode: reply.mode.map(|m| m.as_str().to_string()),
-                        repeats_opener: repeats_opener(&reply.opener, &reply.continuation),
-                        restart: restarts(&reply.opener, &reply.continuation),
-                        first_word_ms: t.first_word_ms,
-                        opener_done_ms: t.opener_done_ms,
-                        cloud_request_ms: t.cloud_request_ms,
-                        cloud_first_token_ms: t.cloud_first_token_ms,
-                        first_continuation_word_ms: t.first_continuation_word_ms,
-                        gap_ms: t.gap_ms,
-                        done_ms: t.done_ms,
-                        error: reply.error.as_ref().map(|e| e.to_string()),
-                        ..HandoffRow::default()
-                    };
+                    let mut hr = HandoffRow::from_reply(&reply);
                     let cont8 = first_words(&reply.continuation, 8);
                     if !cont8.trim().is_empty() {
                         match score(sc, ss, &p.prompt, &reply.opener, cont8, a.top_k) {

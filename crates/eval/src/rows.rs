@@ -3,6 +3,9 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use ulm_handoff::Reply;
+
+use crate::{repeats_opener, restarts};
 
 /// The handoff's outcome for one row.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -96,3 +99,27 @@ pub fn read_rows(path: &Path) -> Vec<Row> {
     text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 
+impl HandoffRow {
+    /// The row of a handoff reply: its texts, mode, seam flags and timeline (`cont_ll` is left
+    /// for the scorer).
+    pub fn from_reply(reply: &Reply) -> HandoffRow {
+        let t = &reply.timeline;
+        HandoffRow {
+            provider: reply.provider.as_str().to_string(),
+            opener: reply.opener.clone(),
+            continuation: reply.continuation.clone(),
+            mode: reply.mode.map(|m| m.as_str().to_string()),
+            repeats_opener: repeats_opener(&reply.opener, &reply.continuation),
+            restart: restarts(&reply.opener, &reply.continuation),
+            first_word_ms: t.first_word_ms,
+            opener_done_ms: t.opener_done_ms,
+            cloud_request_ms: t.cloud_request_ms,
+            cloud_first_token_ms: t.cloud_first_token_ms,
+            first_continuation_word_ms: t.first_continuation_word_ms,
+            gap_ms: t.gap_ms,
+            done_ms: t.done_ms,
+            error: reply.error.as_ref().map(|e| e.to_string()),
+            ..HandoffRow::default()
+        }
+    }
+}
