@@ -138,10 +138,9 @@ pub fn run(a: Args) -> Result<()> {
     let prec = models::precision(&a.precision)?;
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let handoffs: Vec<(usize, Handoff)> = match &a.cloud {
-        Some(url) => a.words.iter().map(|&w| Ok((w, handoff(&a, url, w)?))).collect::<Result<_>>()?,
-        None => Vec::new(),
-    };
+    if let Some(url) = &a.cloud {
+        handoff(&a, url, a.words[0], 0)?; // a bad provider or config fails now, not per row
+    }
     let http = reqwest::Client::new();
 
     // Footprint first, one edge model at a time, before the scorer is loaded.
@@ -224,7 +223,9 @@ pub fn run(a: Args) -> Result<()> {
                         Err(e) => row.error = Some(format!("scorer: {e:#}")),
                     }
                 }
-                if let Some((_, h)) = handoffs.iter().find(|(hw, _)| *hw == w) {
+                if let Some(url) = &a.cloud {
+                    // One engine per row: the cloud's sampling seed follows the prompt's.
+                    let h = handoff(&a, url, w, seed)?;
                     let mut opener = LocalOpener::new(lm.clone()).sampling(Sampling { seed, ..Sampling::default() });
                     let reply = rt.block_on(h.run(&mut opener, &[Turn::user(&p.prompt)], |_| {}));
                     let mut hr = HandoffRow::from_reply(&reply);
@@ -265,7 +266,7 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-fn handoff(a: &Args, url: &str, words: usize) -> Result<Handoff> {
+fn handoff(a: &Args, url: &str, words: usize, seed: u64) -> Result<Handoff> {
     let provider: ProviderKind = a.provider.parse()?;
     let mut cfg = Config::new(provider, url.to_string());
     let o = Overrides {
@@ -276,6 +277,8 @@ fn handoff(a: &Args, url: &str, words: usize) -> Result<Handoff> {
         ..Overrides::default()
     };
     cfg.apply(&o)?;
+    // JSON-safe and positive: the low 31 bits.
+    cfg.seed = Some((seed & 0x7fff_ffff) as i64);
     // The eval asks for exactly `words` words.
     cfg.opener.min_words = cfg.opener.min_words.min(words);
     cfg.opener.max_words = cfg.opener.max_words.max(words);
@@ -373,7 +376,7 @@ fn write_meta(a: &Args, rows: &[Row]) -> Result<()> {
             "models": a.models, "scorer": a.scorer, "words": a.words, "top_k": a.top_k,
             "precision": a.precision, "ctx": a.ctx, "limit": a.limit, "seed": a.seed,
             "sampling": {"temperature": 0.5, "top_p": 0.9, "seed": "base seed xor fnv1a64(prompt id)"},
-            "cloud": a.cloud, "provider": a.provider, "cloud_model": a.cloud_model, "cloud_max_tokens": a.cloud_max_tokens,
+            "cloud": a.cloud, "provider": a.provider, "cloud_model": a.cloud_model, "cloud_max_tokens": a.cloud_max_tokens, "cloud_seed": a.cloud.as_ref().map(|_| "prompt seed & 0x7fffffff"),
             "words_per_second": a.cloud.as_ref().map(|_| Config::new(ProviderKind::Prefill, "").words_per_second),
             "judge": a.judge, "judge_model": a.judge.as_ref().map(|_| &a.judge_model),
         },
