@@ -39,6 +39,16 @@ pub fn draw(dir: &Path, groups: &[Group]) -> Result<Vec<String>, String> {
     Ok(files)
 }
 
+/// Axis labels in millions, only at 1, 2 and 5 times a power of ten (a log axis has many ticks).
+fn millions(x: &f64) -> String {
+    let lead = x / 10f64.powf(x.log10().floor());
+    if [1.0, 2.0, 5.0].iter().any(|m| (lead - m).abs() < 1e-6) {
+        if *x < 1e6 { format!("{:.1}M", x / 1e6) } else { format!("{:.0}M", x / 1e6) }
+    } else {
+        String::new()
+    }
+}
+
 fn label(g: &Group) -> String {
     format!("{} @{}w", crate::short(&g.model), g.words)
 }
@@ -59,22 +69,22 @@ fn quality(path: &Path, groups: &[Group]) -> Res<()> {
         .x_label_area_size(40)
         .y_label_area_size(55)
         .build_cartesian_2d((xmin..xmax).log_scale(), ymin..0.0)?;
-    c.configure_mesh().x_desc("parameters (log)").y_desc("mean log-likelihood per token (nats)").x_label_formatter(&|x| if *x < 1e6 { format!("{:.1}M", x / 1e6) } else { format!("{:.0}M", x / 1e6) }).draw()?;
+    c.configure_mesh().x_desc("parameters (log)").y_desc("mean log-likelihood per token (nats)").x_label_formatter(&millions).draw()?;
     for (i, (x, y, l)) in pts.iter().enumerate() {
         let col = COLORS[i % COLORS.len()];
         c.draw_series(std::iter::once(Circle::new((*x, *y), 6, col.filled())))?;
-        c.draw_series(std::iter::once(Text::new(l.clone(), (*x, *y), ("sans-serif", 13).into_font().color(&col))))?;
+        c.draw_series(std::iter::once(Text::new(l.clone(), (*x * 1.15, *y), ("sans-serif", 13).into_font().color(&col))))?;
     }
     let mut c = ChartBuilder::on(&right)
         .caption("Reference: the paper's GPT-4o judge (theirs)", ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(45)
-        .build_cartesian_2d((5e6f64..3e8).log_scale(), 1.0f64..5.0)?;
-    c.configure_mesh().x_desc("parameters (log)").y_desc("judge score 1-5 (published)").x_label_formatter(&|x| if *x < 1e6 { format!("{:.1}M", x / 1e6) } else { format!("{:.0}M", x / 1e6) }).draw()?;
+        .build_cartesian_2d((3e6f64..1e9).log_scale(), 1.0f64..5.0)?;
+    c.configure_mesh().x_desc("parameters (log)").y_desc("judge score 1-5 (published)").x_label_formatter(&millions).draw()?;
     for (n, p, s) in PAPER_POINTS {
         c.draw_series(std::iter::once(TriangleMarker::new((*p, *s), 7, BLACK.filled())))?;
-        c.draw_series(std::iter::once(Text::new(n.replace("μ", "u"), (*p, *s + 0.08), ("sans-serif", 12).into_font())))?;
+        c.draw_series(std::iter::once(Text::new(n.replace(['\u{3bc}', '\u{b5}'], "u"), (*p * 1.15, *s + 0.08), ("sans-serif", 12).into_font())))?;
     }
     root.present()?;
     Ok(())
