@@ -20,7 +20,7 @@
 //! token-by-token decoding give bit-identical logits in ulm (examples/prefill_vs_decode.rs), so
 //! the spread is rounding, not a path bug. The free-running check is the requirement.
 
-mod support;
+mod common;
 
 use ulm_runtime::generate::{GenerateOptions, LoadedModel, generate};
 use ulm_runtime::sampler::Sampling;
@@ -49,17 +49,17 @@ const PROMPTS: &[&str] = &[
 
 #[test]
 fn greedy_tokens_match_llamacpp() {
-    let Some(gguf) = support::smollm2() else {
+    let Some(gguf) = common::smollm2() else {
         eprintln!("SKIPPED: SmolLM2 GGUF missing; run scripts/fetch-assets.sh");
         return;
     };
-    let Some(server) = support::LlamaServer::start_with(&gguf, 2, &["--exact"]) else { return };
+    let Some(server) = common::LlamaServer::start_with(&gguf, 2, &["--exact"]) else { return };
     let lm = LoadedModel::open(&gguf, Precision::Native, Some(512)).unwrap();
     let mut full_matches = 0;
     let mut worst = [0.0f64; 2];
     for prompt in PROMPTS {
         let ids = lm.chat_prompt(prompt).unwrap();
-        let theirs = server.post(
+        let theirs = server.post_json(
             "/completion",
             &serde_json::json!({"prompt": ids, "n_predict": STEPS, "temperature": 0.0, "n_probs": 2,
                                  "cache_prompt": false, "return_tokens": true}),

@@ -4,11 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use common::LlamaServer;
 
 use ulm_runtime::load::gguf::Gguf;
 use ulm_runtime::tokenizer::Tokenizer;
@@ -44,82 +40,13 @@ const CASES: &[&str] = &[
 /// Random strings compared on top of `CASES`.
 const RANDOM: usize = 1000;
 
-/// llama.cpp's server on a port of our own, killed on drop.
-struct LlamaServer {
-    child: Child,
-    addr: String,
+/// The tokenizer endpoints of llama.cpp's server.
+trait Tokenize {
+    fn tokenize(&self, text: &str, parse_special: bool) -> Vec<u32>;
+    fn detokenize(&self, ids: &[u32]) -> String;
 }
 
-impl Drop for LlamaServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl LlamaServer {
-    fn start(model: &Path) -> Option<LlamaServer> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let python = root.join("assets/venv/bin/python");
-        if !python.is_file() {
-            eprintln!("\n!!!!! SKIPPED: {} is missing; run scripts/fetch-assets.sh to run the llama.cpp parity test !!!!!\n", python.display());
-            return None;
-        }
-        // A free port: bind 0, read it, release it.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-        let mut child = Command::new(python)
-            .arg(root.join("scripts/llama_server.py"))
-            .args(["--model".as_ref(), model.as_os_str()])
-            .args(["--port", &port.to_string(), "--threads", "1", "--ctx-per-slot", "512"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start scripts/llama_server.py");
-        let stdout = child.stdout.take().unwrap();
-        let mut server = LlamaServer { child, addr: String::new() };
-        for line in BufReader::new(stdout).lines() {
-            let line = line.expect("read the server's stdout");
-            if let Some(url) = line.strip_prefix("listening http://") {
-                server.addr = url.trim().to_string();
-                return Some(server);
-            }
-        }
-        panic!("llama_server.py exited without printing `listening URL`");
-    }
-
-    /// POSTs JSON and returns the response body.
-    fn post(&self, path: &str, body: &str) -> String {
-        let mut s = TcpStream::connect(&self.addr).expect("connect to llama.cpp");
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        write!(
-            s,
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        )
-        .unwrap();
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).unwrap();
-        let text = String::from_utf8(raw).expect("UTF-8 response");
-        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
-        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-            let mut out = String::new();
-            let mut rest = body;
-            while let Some((size, tail)) = rest.split_once("\r\n") {
-                let n = usize::from_str_radix(size.trim(), 16).unwrap();
-                if n == 0 {
-                    break;
-                }
-                out.push_str(&tail[..n]);
-                rest = &tail[n + 2..];
-            }
-            out
-        } else {
-            body.to_string()
-        }
-    }
-
+impl Tokenize for LlamaServer {
     fn tokenize(&self, text: &str, parse_special: bool) -> Vec<u32> {
         let body = serde_json::json!({"content": text, "add_special": false, "parse_special": parse_special});
         let v: serde_json::Value = serde_json::from_str(&self.post("/tokenize", &body.to_string())).unwrap();

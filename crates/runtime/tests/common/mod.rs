@@ -1,8 +1,13 @@
-//! Shared helpers of the loader and tokenizer tests: a seeded RNG, a GGUF writer, a tiny
-//! byte-level BPE vocabulary, and builders of the tiny fixtures under `tests/data/`.
+//! Shared helpers of the runtime tests: a seeded RNG, a GGUF writer, a tiny byte-level BPE
+//! vocabulary, builders of the tiny fixtures under `tests/data/`, and llama.cpp's real server
+//! (from the `xllamacpp` wheel) on a free loopback port.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 pub mod exercise;
 
@@ -583,4 +588,95 @@ pub fn micro_hf() -> (String, Vec<u8>) {
         t.push((name.to_string(), shape, dt, bytes));
     }
     (config.to_string(), safetensors_bytes(&t))
+}
+
+/// llama.cpp's server on a port of our own, killed on drop.
+pub struct LlamaServer {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl LlamaServer {
+    /// Starts the server on `model` (1 thread); `None`, with a loud message, when assets/venv is missing.
+    pub fn start(model: &Path) -> Option<LlamaServer> {
+        Self::start_with(model, 1, &[])
+    }
+
+    /// Starts the server with `threads` threads and extra flags for scripts/llama_server.py
+    /// (e.g. `--exact`).
+    pub fn start_with(model: &Path, threads: usize, extra: &[&str]) -> Option<LlamaServer> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let python = root.join("assets/venv/bin/python");
+        if !python.is_file() {
+            eprintln!("\n!!!!! SKIPPED: {} is missing; run scripts/fetch-assets.sh to run the llama.cpp parity test !!!!!\n", python.display());
+            return None;
+        }
+        // A free port: bind 0, read it, release it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let mut child = Command::new(python)
+            .arg(root.join("scripts/llama_server.py"))
+            .args(["--model".as_ref(), model.as_os_str()])
+            .args(["--port", &port.to_string(), "--threads", &threads.to_string(), "--ctx-per-slot", "512"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start scripts/llama_server.py");
+        let stdout = child.stdout.take().unwrap();
+        let mut server = LlamaServer { child, addr: String::new() };
+        for line in BufReader::new(stdout).lines() {
+            let line = line.expect("read the server's stdout");
+            if let Some(url) = line.strip_prefix("listening http://") {
+                server.addr = url.trim().to_string();
+                return Some(server);
+            }
+        }
+        panic!("llama_server.py exited without printing `listening URL`");
+    }
+
+    /// POSTs JSON and returns the response body.
+    pub fn post(&self, path: &str, body: &str) -> String {
+        let mut s = TcpStream::connect(&self.addr).expect("connect to llama.cpp");
+        s.set_read_timeout(Some(Duration::from_secs(300))).unwrap(); // generous: CI machines may be loaded
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8(raw).expect("UTF-8 response");
+        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            let mut out = String::new();
+            let mut rest = body;
+            while let Some((size, tail)) = rest.split_once("\r\n") {
+                let n = usize::from_str_radix(size.trim(), 16).unwrap();
+                if n == 0 {
+                    break;
+                }
+                out.push_str(&tail[..n]);
+                rest = &tail[n + 2..];
+            }
+            out
+        } else {
+            body.to_string()
+        }
+    }
+
+    /// POSTs a JSON value and parses the JSON answer.
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let text = self.post(path, &body.to_string());
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
 }
