@@ -7,9 +7,10 @@ q=${1:-"What is a good way to start learning to cook?"}
 scripts/fetch-assets.sh models >&2
 cargo build --release -p ulm >&2
 echo "== ulm generate (default model, first 8 words, then the rest) ==" >&2
-./target/release/ulm generate --words 8 "$q"
-./target/release/ulm generate "$q"
-if ./target/release/ulm serve --help >/dev/null 2>&1 && [ -z "${ULM_NO_SERVE:-}" ]; then
+ulm="${CARGO_TARGET_DIR:-target}/release/ulm"
+"$ulm" generate --words 8 "$q"
+"$ulm" generate "$q"
+if "$ulm" serve --help >/dev/null 2>&1 && [ -z "${ULM_NO_SERVE:-}" ]; then
   echo "== starting ulm serve: open http://127.0.0.1:8080/ (Ctrl-C stops it) ==" >&2
-  exec ./target/release/ulm serve
+  exec "$ulm" serve
 fi

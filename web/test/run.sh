@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts/setup-browser.sh
 cargo build --release -q -p ulm
-ULM_BIN=target/release/ulm node web/test/browser.test.mjs
+ULM_BIN="${CARGO_TARGET_DIR:-target}/release/ulm" node web/test/browser.test.mjs
