@@ -45,7 +45,7 @@ fn every_corpus_file_loads_or_fails_naming_the_file() {
 #[test]
 fn seeds_are_valid_models() {
     let dir = data_dir().join("fuzz_corpus");
-    let g = Gguf::open(dir.join("gguf/seed-micro.gguf")).unwrap();
+    let g = Gguf::open(dir.join("gguf/seed-micro.gguf-fixture")).unwrap();
     assert_eq!(g.config().unwrap().n_layers, 1);
     ulm_runtime::tokenizer::Tokenizer::from_gguf(&g).unwrap();
     let data = std::fs::read(dir.join("hf/seed-micro")).unwrap();
@@ -68,21 +68,21 @@ fn gguf_err(name: &str) -> (String, String) {
 
 #[test]
 fn broken_gguf_files_have_exact_messages() {
-    let (p, e) = gguf_err("truncated.gguf");
+    let (p, e) = gguf_err("truncated.gguf-fixture");
     let t = Gguf::from_bytes("", &micro_gguf().to_bytes()).unwrap().tensor_info("blk.0.ffn_up.weight").unwrap().range.clone();
     assert_eq!(
         e,
         format!("{p}: truncated: tensor `blk.0.ffn_up.weight` needs bytes {}..{} but the file has {} (re-download or re-export it)", t.start, t.end, t.start + 7)
     );
-    let (p, e) = gguf_err("not_gguf.gguf");
+    let (p, e) = gguf_err("not_gguf.gguf-fixture");
     assert_eq!(e, format!("{p}: not a GGUF file (starts with [7b, 22, 64, 69], expected the magic `GGUF`)"));
-    let (p, e) = gguf_err("huge_string.gguf");
+    let (p, e) = gguf_err("huge_string.gguf-fixture");
     assert_eq!(e, format!("{p}: truncated: metadata key #0 needs bytes 32..18446744073709551615 but the file has 48 (re-download or re-export it)"));
-    let (p, e) = gguf_err("wrong_shape.gguf");
+    let (p, e) = gguf_err("wrong_shape.gguf-fixture");
     assert_eq!(e, format!("{p}: tensor `blk.0.attn_k.weight` has shape [32, 32], expected [16, 32]"));
-    let (p, e) = gguf_err("q4_k.gguf");
+    let (p, e) = gguf_err("q4_k.gguf-fixture");
     assert_eq!(e, format!("{p}: tensor `blk.0.ffn_down.weight` has type Q4_K, supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1"));
-    let (p, e) = gguf_err("gemma3.gguf");
+    let (p, e) = gguf_err("gemma3.gguf-fixture");
     assert_eq!(e, format!("{p}: config: architecture `gemma3` is not supported; ulm runs `llama`-architecture GGUF files (Llama, SmolLM, Swen/MiniMind)"));
 }
 
@@ -114,18 +114,18 @@ fn write_fixtures() {
     let write = |p: PathBuf, b: &[u8]| std::fs::write(p, b).unwrap();
     // Seeds: valid files and near misses.
     let micro = micro_gguf().to_bytes();
-    write(gdir.join("seed-micro.gguf"), &micro);
+    write(gdir.join("seed-micro.gguf-fixture"), &micro);
     let mut v2 = micro_gguf();
     v2.version = 2;
     v2.alignment = 64;
     v2.kv("general.alignment", G::U32(64));
-    write(gdir.join("seed-v2-align64.gguf"), &v2.to_bytes());
+    write(gdir.join("seed-v2-align64.gguf-fixture"), &v2.to_bytes());
     let mut types = GgufWriter::new();
     for (i, (t, b)) in [(0u32, vec![1u8]), (3, vec![1, 2]), (10, vec![9; 8]), (12, vec![0; 8])].into_iter().enumerate() {
         types.kv(&format!("k{i}"), G::Raw(t, b));
     }
     types.kv("s", G::Strs(vec!["x".into(), "yz".into()]));
-    write(gdir.join("seed-metadata.gguf"), &types.to_bytes());
+    write(gdir.join("seed-metadata.gguf-fixture"), &types.to_bytes());
     let (config, weights) = micro_hf();
     write(hdir.join("seed-micro"), &hf_fuzz_input(config.as_bytes(), &weights));
     let llama = r#"{"model_type":"llama","hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,"num_key_value_heads":1,"vocab_size":8,"tie_word_embeddings":true,"rope_scaling":null}"#;
@@ -133,29 +133,29 @@ fn write_fixtures() {
 
     // Broken files.
     let t = Gguf::from_bytes("", &micro).unwrap().tensor_info("blk.0.ffn_up.weight").unwrap().range.clone();
-    write(bdir.join("truncated.gguf"), &micro[..t.start + 7]);
-    write(bdir.join("not_gguf.gguf"), br#"{"dim": 8}"#);
+    write(bdir.join("truncated.gguf-fixture"), &micro[..t.start + 7]);
+    write(bdir.join("not_gguf.gguf-fixture"), br#"{"dim": 8}"#);
     let mut huge = b"GGUF".to_vec();
     huge.extend(3u32.to_le_bytes());
     huge.extend(0u64.to_le_bytes());
     huge.extend(1u64.to_le_bytes());
     huge.extend(u64::MAX.to_le_bytes());
     huge.extend([b'k'; 16]);
-    write(bdir.join("huge_string.gguf"), &huge);
+    write(bdir.join("huge_string.gguf-fixture"), &huge);
     let mut w = micro_gguf();
     let k = w.tensors.iter_mut().find(|t| t.0 == "blk.0.attn_k.weight").unwrap();
     k.1 = vec![32, 32];
     k.3 = q4_1_bytes(&vec![0.5; 32 * 32]);
-    write(bdir.join("wrong_shape.gguf"), &w.to_bytes());
+    write(bdir.join("wrong_shape.gguf-fixture"), &w.to_bytes());
     let mut w = micro_gguf();
     let d = w.tensors.iter_mut().find(|t| t.0 == "blk.0.ffn_down.weight").unwrap();
     d.1 = vec![1, 1024]; // keeps the file small; the type is reported before the shape
     d.2 = 12;
     d.3 = vec![0; 4 * 144];
-    write(bdir.join("q4_k.gguf"), &w.to_bytes());
+    write(bdir.join("q4_k.gguf-fixture"), &w.to_bytes());
     let mut w = micro_gguf();
     w.kv("general.architecture", G::Str("gemma3".into()));
-    write(bdir.join("gemma3.gguf"), &w.to_bytes());
+    write(bdir.join("gemma3.gguf-fixture"), &w.to_bytes());
     let hf_dir = |name: &str, config: &str, weights: &[u8]| {
         let d = bdir.join(name);
         std::fs::create_dir_all(&d).unwrap();
