@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use super::{check_shapes, Bytes, DEFAULT_MAX_SEQ_LEN, DType, Part, TensorSource, TensorView};
+use super::{check_shapes, tensor_view, Bytes, Entry, DEFAULT_MAX_SEQ_LEN, DType, Part, TensorSource, TensorView};
 use crate::config::{Config, RopeStyle};
 use crate::error::{Error, Result};
 
@@ -588,24 +588,12 @@ impl Gguf {
 
 impl TensorSource for Gguf {
     fn tensor(&self, name: &str) -> Result<TensorView<'_>> {
-        let info = self
-            .tensor_info(name)
-            .ok_or_else(|| Error::MissingTensor { path: self.path.clone(), name: name.to_string() })?;
-        let dtype = info.dtype().ok_or_else(|| Error::DType {
-            path: self.path.clone(),
-            name: name.to_string(),
-            found: info.type_name(),
-            supported: SUPPORTED.into(),
-        })?;
-        // The range was checked against the file at open time.
-        let data = self.bytes.get(info.range.clone()).ok_or_else(|| Error::Truncated {
-            path: self.path.clone(),
-            what: format!("tensor `{name}`"),
-            start: info.range.start as u64,
-            end: info.range.end as u64,
-            len: self.bytes.len() as u64,
-        })?;
-        Ok(TensorView { dtype, shape: info.shape.clone(), data })
+        let entry = self.tensor_info(name).map(|i| Entry {
+            dtype: i.dtype().ok_or_else(|| i.type_name()),
+            shape: &i.shape,
+            range: i.range.clone(),
+        });
+        tensor_view(&self.path, &self.bytes, name, entry, SUPPORTED)
     }
 
     fn contains(&self, name: &str) -> bool {

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{check_shapes, Bytes, DEFAULT_MAX_SEQ_LEN, DType, Part, TensorSource, TensorView};
+use super::{check_shapes, tensor_view, Bytes, Entry, DEFAULT_MAX_SEQ_LEN, DType, Part, TensorSource, TensorView};
 use crate::config::{Config, RopeStyle};
 use crate::error::{Error, Result};
 
@@ -362,23 +362,12 @@ impl HfModel {
 
 impl TensorSource for HfModel {
     fn tensor(&self, name: &str) -> Result<TensorView<'_>> {
-        let info = self
-            .info(name)
-            .ok_or_else(|| Error::MissingTensor { path: self.weights_path.clone(), name: name.to_string() })?;
-        let dtype = info.dtype().ok_or_else(|| Error::DType {
-            path: self.weights_path.clone(),
-            name: name.to_string(),
-            found: info.dtype_name.clone(),
-            supported: SUPPORTED.into(),
-        })?;
-        let data = self.bytes.get(info.range.clone()).ok_or_else(|| Error::Truncated {
-            path: self.weights_path.clone(),
-            what: format!("tensor `{name}`"),
-            start: info.range.start as u64,
-            end: info.range.end as u64,
-            len: self.bytes.len() as u64,
-        })?;
-        Ok(TensorView { dtype, shape: info.shape.clone(), data })
+        let entry = self.info(name).map(|i| Entry {
+            dtype: i.dtype().ok_or_else(|| i.dtype_name.clone()),
+            shape: &i.shape,
+            range: i.range.clone(),
+        });
+        tensor_view(&self.weights_path, &self.bytes, name, entry, SUPPORTED)
     }
 
     fn contains(&self, name: &str) -> bool {

@@ -5,6 +5,7 @@
 //! outermost dimension first (`[rows, cols]` for a matrix, as safetensors and PyTorch do; GGUF's
 //! reversed dimension order is undone here) and the raw little-endian bytes inside the mapping.
 
+use std::ops::Range;
 use std::path::Path;
 
 use crate::config::Config;
@@ -213,6 +214,38 @@ pub fn check_shapes<S: TensorSource + ?Sized>(src: &S, c: &Config) -> Result<()>
         }
     }
     Ok(())
+}
+
+/// What a file's header says about one tensor, as [`tensor_view`] needs it.
+pub(crate) struct Entry<'i> {
+    /// The storage type, or the file's name for a type ulm does not run.
+    pub(crate) dtype: std::result::Result<DType, String>,
+    /// Shape, outermost dimension first.
+    pub(crate) shape: &'i [usize],
+    /// Byte range of the data inside the file.
+    pub(crate) range: Range<usize>,
+}
+
+/// The common body of every [`TensorSource::tensor`]: `entry` is the loader's lookup of `name`
+/// (None when absent); checks that ulm runs its type (`supported` lists those for the error) and
+/// slices its bytes out of `bytes`. Errors name `path` and the tensor.
+pub(crate) fn tensor_view<'a>(path: &Path, bytes: &'a [u8], name: &str, entry: Option<Entry<'_>>, supported: &str) -> Result<TensorView<'a>> {
+    let entry = entry.ok_or_else(|| Error::MissingTensor { path: path.to_path_buf(), name: name.to_string() })?;
+    let dtype = entry.dtype.map_err(|found| Error::DType {
+        path: path.to_path_buf(),
+        name: name.to_string(),
+        found,
+        supported: supported.into(),
+    })?;
+    // Both loaders check ranges against the file when they parse the header; this is the backstop.
+    let data = bytes.get(entry.range.clone()).ok_or_else(|| Error::Truncated {
+        path: path.to_path_buf(),
+        what: format!("tensor `{name}`"),
+        start: entry.range.start as u64,
+        end: entry.range.end as u64,
+        len: bytes.len() as u64,
+    })?;
+    Ok(TensorView { dtype, shape: entry.shape.to_vec(), data })
 }
 
 /// Bytes of a model file: a read-only memory map, or a private copy (tests, fuzzing, embedding).
