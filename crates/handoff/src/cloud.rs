@@ -249,14 +249,30 @@ fn ms(d: Duration) -> u64 {
     d.as_millis().min(u64::MAX as u128) as u64
 }
 
-/// `Retry-After` in milliseconds: `retry-after-ms` (OpenAI) or `retry-after` in seconds.
-/// An HTTP date is not parsed and counts as absent.
+/// `Retry-After` in milliseconds: `retry-after-ms` (OpenAI), else `retry-after` in seconds or as an
+/// HTTP date (RFC 9110). A date is measured from the response's own `Date` header when it has one,
+/// so that a server whose clock differs from ours still means "in N seconds"; else from our clock.
+/// A date in the past means "now" (0); anything unreadable counts as absent.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<u64> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    retry_after_at(headers, now)
+}
+
+fn retry_after_at(headers: &HeaderMap, now: Duration) -> Option<u64> {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
         return Some(ms.max(0.0) as u64);
     }
-    get("retry-after").and_then(|v| v.parse::<f64>().ok()).filter(|s| s.is_finite()).map(|s| (s.max(0.0) * 1000.0) as u64)
+    let value = get("retry-after")?;
+    if let Ok(s) = value.parse::<f64>() {
+        return s.is_finite().then(|| (s.max(0.0) * 1000.0) as u64);
+    }
+    let at_ms = crate::httpdate::parse(value)? * 1000;
+    let now_ms = match get("date").and_then(crate::httpdate::parse) {
+        Some(server_now) => server_now * 1000,
+        None => now.as_millis().min(u64::MAX as u128) as u64,
+    };
+    Some(at_ms.saturating_sub(now_ms))
 }
 
 /// An error with its causes, e.g. "error sending request: client error (Connect): tcp connect
@@ -305,8 +321,32 @@ mod tests {
         h.insert("retry-after-ms", HeaderValue::from_static("150"));
         assert_eq!(retry_after(&h), Some(150));
         let mut h = HeaderMap::new();
-        h.insert("retry-after", HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        h.insert("retry-after", HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn retry_after_reads_an_http_date() {
+        let at = |s: u64| Duration::from_secs(s);
+        let date = 1_445_412_480; // Wed, 21 Oct 2015 07:28:00 GMT
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        // From our clock when the response has no Date header.
+        assert_eq!(retry_after_at(&h, at(date - 3)), Some(3000));
+        assert_eq!(retry_after_at(&h, at(date + 60)), Some(0), "a date in the past: retry now");
+        // The obsolete forms are read too.
+        h.insert("retry-after", HeaderValue::from_static("Wed Oct 21 07:28:00 2015"));
+        assert_eq!(retry_after_at(&h, at(date - 2)), Some(2000));
+        // The server's Date header is the reference when given: its clock may differ from ours.
+        h.insert("retry-after", HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        h.insert("date", HeaderValue::from_static("Wed, 21 Oct 2015 07:27:55 GMT"));
+        assert_eq!(retry_after_at(&h, at(date + 3600)), Some(5000));
+        // An unreadable Date falls back to our clock.
+        h.insert("date", HeaderValue::from_static("yesterday"));
+        assert_eq!(retry_after_at(&h, at(date - 1)), Some(1000));
+        // Seconds still win over nothing, and retry-after-ms over both.
+        h.insert("retry-after-ms", HeaderValue::from_static("150"));
+        assert_eq!(retry_after_at(&h, at(0)), Some(150));
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod config;
 pub mod contract;
 mod engine;
 pub mod error;
+pub mod httpdate;
 pub mod opener;
 pub mod provider;
 pub mod recovery;

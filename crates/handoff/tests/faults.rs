@@ -255,6 +255,44 @@ async fn rate_limit_honours_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_honours_retry_after_as_an_http_date() {
+    use ulm_handoff::httpdate::format;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    // Measured from the server's Date header: its clock is an hour off ours, the wait is still 1 s.
+    let server_now = now - 3_600;
+    let server = FaultServer::start(vec![Step::rate_limited_until(format(server_now + 1), Some(format(server_now))), Step::chat(&[" Paris."])]).await;
+    let (reply, _) = run(config(&server.url, ProviderKind::Prefill), &mut opener()).await;
+    assert_eq!(reply.error, None);
+    assert_eq!(reply.text, "The capital of France is Paris.");
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2);
+    let waited = reqs[1].at.duration_since(reqs[0].at);
+    assert!(waited >= Duration::from_millis(990) && waited < Duration::from_millis(4_000), "Retry-After date 1 s after Date, waited {waited:?}");
+
+    // Without a Date header, from our clock: the date is whole seconds, so the wait is 2 to 3 s
+    // minus the time the request took to arrive.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let server = FaultServer::start(vec![Step::rate_limited_until(format(now + 3), None), Step::chat(&[" Paris."])]).await;
+    let (reply, _) = run(config(&server.url, ProviderKind::Prefill), &mut opener()).await;
+    assert_eq!(reply.error, None);
+    let reqs = server.requests();
+    let waited = reqs[1].at.duration_since(reqs[0].at);
+    assert!(waited >= Duration::from_millis(1_500), "Retry-After date 3 s ahead honoured, waited {waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_until_a_far_date_gives_up_at_once() {
+    use ulm_handoff::httpdate::format;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let server = FaultServer::start(vec![Step::rate_limited_until(format(now + 120), Some(format(now)))]).await;
+    let (reply, events) = run(config(&server.url, ProviderKind::Prefill), &mut opener()).await;
+    assert_fell_back(&reply, &events, "rate_limited");
+    assert_eq!(server.requests().len(), 1);
+    let msg = reply.error.unwrap().to_string();
+    assert!(msg.contains("120000 ms"), "the date is read as a 120 s wait: {msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_beyond_the_cap_gives_up_at_once() {
     let server = FaultServer::start(vec![Step::rate_limited(120)]).await;
     let (reply, events) = run(config(&server.url, ProviderKind::Prefill), &mut opener()).await;

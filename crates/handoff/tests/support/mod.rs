@@ -61,6 +61,14 @@ impl Step {
         Step::Status { status: 429, headers: vec![("Retry-After".into(), retry_after_s.to_string())], body }
     }
 
+    /// 429 with a `Retry-After` HTTP date and, when given, the server's own `Date` header.
+    pub fn rate_limited_until(retry_after: String, date: Option<String>) -> Step {
+        let body = json!({"error": {"message": "Rate limit reached", "type": "requests", "param": null, "code": "rate_limit_exceeded"}}).to_string();
+        let mut headers = vec![("Retry-After".to_string(), retry_after)];
+        headers.extend(date.map(|d| ("Date".to_string(), d)));
+        Step::Status { status: 429, headers, body }
+    }
+
     /// 200 with a JSON body (a non-streamed reply).
     pub fn json(body: Value) -> Step {
         Step::Status { status: 200, headers: vec![], body: body.to_string() }
