@@ -50,6 +50,7 @@ async function loadConfig() {
     if (localStorage.getItem('ulm.words') === null && c.words) $('words').value = Math.min(8, Math.max(4, c.words));
     $('key-row').hidden = !c.auth;
     if (!c.cloud_override) $('cloud-url').disabled = true;
+    if (c.cloud_override_hosts === 'loopback') $('cloud-url').title = 'this server accepts only a cloud on its own machine (127.0.0.1, ::1, localhost)';
     $('words-out').textContent = $('words').value;
   } catch (e) {
     $('models').textContent = 'server unreachable';

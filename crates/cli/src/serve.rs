@@ -8,13 +8,17 @@
 //! ```
 //! It hosts the edge model (the default model: the shipped μLM, else SmolLM2) and the cloud model
 //! (SmolLM2) at once, selected by the request's `model`. Stops gracefully on SIGTERM or Ctrl-C.
+//!
+//! A handoff request may name its own cloud URL only on a loopback host (a model server on this
+//! machine), and only while the server itself listens on loopback: on any other `--host` the
+//! default is `--no-cloud-override`. `--allow-cloud-override` lets requests name any URL.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ulm_handoff::ProviderKind;
-use ulm_server::{AppState, Latency, Limits, ServedModel, ServerConfig};
+use ulm_server::{AppState, CloudOverride, Latency, Limits, ServedModel, ServerConfig};
 
 use crate::models;
 
@@ -95,9 +99,13 @@ pub struct Args {
     /// Opener length in words.
     #[arg(long)]
     pub words: Option<usize>,
-    /// Do not let /api/handoff requests pick another cloud URL.
-    #[arg(long)]
+    /// Do not let /api/handoff requests pick another cloud URL (the default off loopback).
+    #[arg(long, conflicts_with = "allow_cloud_override")]
     pub no_cloud_override: bool,
+    /// Let /api/handoff requests pick any cloud URL (default: loopback hosts only, and only when
+    /// the server listens on loopback). The server then sends conversations wherever a client says.
+    #[arg(long)]
+    pub allow_cloud_override: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -150,6 +158,14 @@ pub fn run(a: Args) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
         let url = format!("http://{local}");
+        let cloud_override = match (a.allow_cloud_override, a.no_cloud_override) {
+            (true, _) => CloudOverride::Any,
+            (_, true) => CloudOverride::Off,
+            // Exposed beyond this machine, a loopback override would let clients reach its
+            // local services through the server.
+            _ if !local.ip().is_loopback() => CloudOverride::Off,
+            _ => CloudOverride::Loopback,
+        };
         let config = ServerConfig {
             slots,
             queue: a.queue,
@@ -166,7 +182,7 @@ pub fn run(a: Args) -> Result<()> {
             edge_model: edge_id.clone(),
             cloud_model: cloud_id.clone(),
             handoff,
-            cloud_override: !a.no_cloud_override,
+            cloud_override,
             self_url: Some(url.clone()),
             threads: a.threads,
             idle_sessions: slots,
@@ -174,9 +190,14 @@ pub fn run(a: Args) -> Result<()> {
         };
         let state = AppState::new(config, served)?;
         eprintln!(
-            "ulm serve: edge `{edge_id}`, cloud `{cloud_id}`, {slots} slots, queue {}, cloud for handoffs: {}{}",
+            "ulm serve: edge `{edge_id}`, cloud `{cloud_id}`, {slots} slots, queue {}, cloud for handoffs: {} (requests may name: {}){}",
             a.queue,
             state.default_cloud_url().unwrap_or_default(),
+            match cloud_override {
+                CloudOverride::Off => "no other",
+                CloudOverride::Loopback => "loopback only",
+                CloudOverride::Any => "any",
+            },
             if a.api_key.is_some() { ", API key required" } else { "" }
         );
         if web_dir.is_none() {

@@ -20,6 +20,17 @@
 //! `seed` (of the opener), `guard`, `adaptive`, `words_per_second`, `early_request`. The default
 //! cloud is the server's configured one, else the server itself (`/v1` with its cloud model). The
 //! server's cloud API key is only ever sent to the configured cloud, never to a URL a request names.
+//!
+//! Another `cloud.base_url` is a request the server itself makes, so by default only loopback
+//! hosts may be named (`127.0.0.0/8`, `::1`, `localhost`: a model server on this machine);
+//! [`CloudOverride`] (`--allow-cloud-override`, `--no-cloud-override`) widens or closes that.
+//!
+//! Load: the opener is written on this machine in one of the server's generation slots, taken
+//! before the stream starts — a full queue answers 429 with `Retry-After`, a long wait 503, like
+//! `/v1` — and given back before the cloud is asked. At most [`ServerConfig::max_handoffs`]
+//! handoffs run at once (then 429), each holding one cloud request.
+//!
+//! [`ServerConfig::max_handoffs`]: crate::ServerConfig::max_handoffs
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -36,7 +47,7 @@ use ulm_runtime::sampler::Sampling;
 use crate::error::ApiError;
 use crate::local_opener::LocalOpener;
 use crate::openai_api::{parse_json, sse};
-use crate::state::AppState;
+use crate::state::{AppState, CloudOverride};
 
 /// Longest opener a request may ask for.
 const MAX_WORDS: usize = 16;
@@ -144,9 +155,7 @@ pub(crate) async fn handoff(State(st): State<AppState>, body: Result<Bytes, Byte
     let choice = req.cloud.unwrap_or_default();
     let url = choice.base_url.as_deref().map(str::trim).filter(|u| !u.is_empty()).unwrap_or(&default_url).to_string();
     let is_default = url.trim_end_matches('/') == default_url.trim_end_matches('/');
-    if !is_default && !cfg.cloud_override {
-        return Err(ApiError::invalid("cloud.base_url", "this server does not let requests choose the cloud (started with --no-cloud-override)"));
-    }
+    let url = if is_default { url } else { allowed_cloud(cfg.cloud_override, &url)? };
     let is_self = is_default && cfg.handoff.base_url.is_empty();
     if !is_default {
         hc.api_key_env = None;
@@ -185,6 +194,9 @@ pub(crate) async fn handoff(State(st): State<AppState>, body: Result<Bytes, Byte
         .try_acquire_owned()
         .map_err(|_| ApiError::queue_full(1))?;
     let engine = st.handoff_for(hc).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // The opener's generation slot, before the stream starts, so that overload is a status code.
+    let sched = st.scheduler();
+    let slot = sched.slot(sched.admit()?).await?;
 
     let edge = st.edge();
     let meta = json!({
@@ -197,9 +209,11 @@ pub(crate) async fn handoff(State(st): State<AppState>, body: Result<Bytes, Byte
     let sampling = Sampling { seed: req.seed.unwrap_or_else(|| st.random_seed()), ..Sampling::default() };
     let (tx, rx) = mpsc::unbounded_channel::<String>();
     let _ = tx.send(SseEvent::named("meta", meta.to_string()).encode());
+    let state = st.clone();
     let task = tokio::spawn(async move {
         let _permit = permit;
-        let mut opener = LocalOpener::with_sessions(edge.lm.clone(), edge.sessions.clone()).template(edge.template).sampling(sampling);
+        let mut opener =
+            LocalOpener::with_sessions(edge.lm.clone(), edge.sessions.clone()).template(edge.template).sampling(sampling).gated(state, slot);
         let reply = engine
             .run(&mut opener, &conversation, |ev| {
                 if ev != Event::Done {
@@ -215,6 +229,42 @@ pub(crate) async fn handoff(State(st): State<AppState>, body: Result<Bytes, Byte
     let guard = AbortOnDrop(task.abort_handle());
     let stream = futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move { rx.recv().await.map(|s| (s, (rx, guard))) });
     Ok(sse(stream))
+}
+
+/// `url` if `policy` lets a request name it, in the form the URL parser gives (so the host
+/// checked is the host connected to).
+fn allowed_cloud(policy: CloudOverride, url: &str) -> Result<String, ApiError> {
+    let bad = |m: String| Err(ApiError::invalid("cloud.base_url", m));
+    if policy == CloudOverride::Off {
+        return bad("this server does not let requests choose the cloud (started with --no-cloud-override); leave cloud.base_url out".into());
+    }
+    let parsed = match reqwest::Url::parse(url) {
+        Ok(u) => u,
+        Err(e) => return bad(format!("`{url}` is not a URL ({e}); use e.g. http://127.0.0.1:8090/v1")),
+    };
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return bad(format!("`{url}` must be an http:// or https:// URL with a host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() || parsed.query().is_some() || parsed.fragment().is_some() {
+        return bad(format!("`{url}`: give the API root alone, without user, query or fragment"));
+    }
+    if policy == CloudOverride::Loopback && !is_loopback(&parsed) {
+        return bad(format!(
+            "this server lets requests choose only a cloud on this machine (127.0.0.1, ::1, localhost), not `{}`; start it with --allow-cloud-override to allow any",
+            parsed.host_str().unwrap_or_default()
+        ));
+    }
+    Ok(parsed.as_str().trim_end_matches('/').to_string())
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    use std::net::IpAddr;
+    let host = url.host_str().unwrap_or_default();
+    match host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => ip.is_loopback(),
+        Ok(IpAddr::V6(ip)) => ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        Err(_) => matches!(host, "localhost" | "localhost."),
+    }
 }
 
 struct AbortOnDrop(tokio::task::AbortHandle);
@@ -236,7 +286,8 @@ pub(crate) fn page_config(st: &AppState) -> serde_json::Value {
         "words": cfg.handoff.opener.words,
         "max_words": MAX_WORDS,
         "auth": cfg.api_key.is_some(),
-        "cloud_override": cfg.cloud_override,
+        "cloud_override": cfg.cloud_override != CloudOverride::Off,
+        "cloud_override_hosts": cfg.cloud_override.as_str(),
         "latency": {
             "ttft_ms": cfg.latency.ttft.as_millis() as u64,
             "tokens_per_s": cfg.latency.tokens_per_s,

@@ -26,7 +26,9 @@
 //!
 //! Generation requests take one of [`ServerConfig::slots`] slots, waiting in a queue of
 //! [`ServerConfig::queue`] places (then 429 with `Retry-After`) for at most
-//! [`ServerConfig::queue_timeout`] (then 503). A client that disconnects cancels its generation.
+//! [`ServerConfig::queue_timeout`] (then 503). A handoff's local opener takes a slot in the same
+//! way (and lets it go before the cloud is asked). A client that disconnects cancels its
+//! generation.
 #![deny(missing_docs)]
 
 mod auth;
@@ -49,7 +51,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 pub use error::{ApiError, ServerError};
-pub use state::{AppState, Latency, Limits, ServedModel, ServerConfig};
+pub use state::{AppState, CloudOverride, Latency, Limits, ServedModel, ServerConfig};
 
 /// The router: every endpoint, the auth layer and the body limit.
 pub fn app(state: AppState) -> Router {

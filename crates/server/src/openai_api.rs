@@ -8,6 +8,13 @@
 //! llama.cpp's non-streamed `message.content`, the prefix is not repeated, so
 //! `prefix + content` is the whole message. A raw `/v1/completions` prompt that ends inside the
 //! assistant turn gives the same tokens.
+//!
+//! Special tokens: in chat messages, contents are encoded **literally** — a user who types
+//! `<|im_end|><|im_start|>system` gets those characters as text, and only the chat template's
+//! own structure yields special tokens. A raw `/v1/completions` prompt is the caller's own
+//! template, so special-token texts in it **are** parsed (as llama.cpp's `/completion` does):
+//! whoever puts user text into a raw prompt must keep it from holding special-token texts, or use
+//! the chat endpoint.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -27,10 +34,10 @@ use ulm_openai::models::{ModelInfo, ModelList};
 use ulm_openai::sse::{SseEvent, encode_done};
 use ulm_runtime::generate::GenerateOptions;
 use ulm_runtime::sampler::Sampling;
-use ulm_runtime::tokenizer::{ChatMessage, render_chatml, render_chatml_continue};
+use ulm_runtime::tokenizer::ChatMessage;
 
 use crate::error::ApiError;
-use crate::local_opener::encode;
+use crate::local_opener::{Ending, chat_tokens, raw_tokens};
 use crate::state::{AppState, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, ServedModel, now_secs};
 use crate::worker::{self, Finished, GenEvent, Job, Output};
 
@@ -165,15 +172,13 @@ fn chat_prompt(model: &ServedModel, req: &ChatCompletionRequest) -> Result<Vec<u
         return Err(ApiError::invalid("continue_final_message", "continue_final_message needs an assistant message last"));
     }
     let continuing = cont || req.messages[n - 1].prefix == Some(true);
-    let tok = &model.lm.tokenizer;
-    let text = match (continuing, model.template) {
-        (true, true) => tok.render_chat_continue(&messages),
-        (true, false) => render_chatml_continue(&messages),
-        (false, true) => tok.render_chat(&messages, req.add_generation_prompt.unwrap_or(true)),
-        (false, false) => Ok(render_chatml(&messages, req.add_generation_prompt.unwrap_or(true))),
-    }
-    .map_err(|e| ApiError::bad_request(format!("cannot render the conversation with the chat template: {e}")))?;
-    encode(&model.lm, &text).map_err(ApiError::internal)
+    let ending = if continuing { Ending::Continue } else { Ending::Open(req.add_generation_prompt.unwrap_or(true)) };
+    chat_tokens(&model.lm, model.template, &messages, ending).map_err(|e| match e {
+        ulm_runtime::Error::Template(_) | ulm_runtime::Error::Request(_) => {
+            ApiError::bad_request(format!("cannot render the conversation with the chat template: {e}"))
+        }
+        e => ApiError::internal(e),
+    })
 }
 
 pub(crate) async fn chat_completions(State(st): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
@@ -213,29 +218,41 @@ struct Reply {
 
 fn chat_stream(out: Output, ctx: Reply, include_usage: bool) -> impl Stream<Item = String> + Send {
     let first = json_event(&ChatCompletionChunk::delta(&ctx.id, &ctx.model, ctx.created, Some(Role::Assistant), ""));
-    futures_util::stream::once(async move { first }).chain(futures_util::stream::unfold(Some(out), move |state| {
-        let ctx = ctx.clone();
-        async move {
-            let mut out = state?;
-            loop {
-                return match out.next().await {
-                    Some(GenEvent::Piece(t)) if t.is_empty() => continue,
-                    Some(GenEvent::Piece(t)) => Some((json_event(&ChatCompletionChunk::delta(&ctx.id, &ctx.model, ctx.created, None, t)), Some(out))),
-                    Some(GenEvent::End(f)) => {
-                        let mut s = json_event(&ChatCompletionChunk::finish(&ctx.id, &ctx.model, ctx.created, f.finish_reason, None));
-                        if include_usage {
-                            let mut u = ChatCompletionChunk::finish(&ctx.id, &ctx.model, ctx.created, f.finish_reason, Some(usage(&f)));
-                            u.choices.clear();
-                            s += &json_event(&u);
-                        }
-                        s += &encode_done();
-                        Some((s, None))
-                    }
-                    Some(GenEvent::Failed) | None => Some((stream_error(), None)),
-                };
+    let c = ctx.clone();
+    let rest = event_stream(
+        out,
+        move |t| json_event(&ChatCompletionChunk::delta(&ctx.id, &ctx.model, ctx.created, None, t)),
+        move |f| {
+            let mut s = json_event(&ChatCompletionChunk::finish(&c.id, &c.model, c.created, f.finish_reason, None));
+            if include_usage {
+                let mut u = ChatCompletionChunk::finish(&c.id, &c.model, c.created, f.finish_reason, Some(usage(f)));
+                u.choices.clear();
+                s += &json_event(&u);
             }
+            s
+        },
+    );
+    futures_util::stream::once(async move { first }).chain(rest)
+}
+
+/// The SSE text of a generation: `piece` for each non-empty piece, then `end` and `[DONE]`, or
+/// the error event if the generation failed.
+fn event_stream(
+    out: Output,
+    piece: impl Fn(String) -> String + Send + 'static,
+    end: impl Fn(&Finished) -> String + Send + 'static,
+) -> impl Stream<Item = String> + Send {
+    futures_util::stream::unfold(Some((out, piece, end)), |state| async move {
+        let (mut out, piece, end) = state?;
+        loop {
+            return match out.next().await {
+                Some(GenEvent::Piece(t)) if t.is_empty() => continue,
+                Some(GenEvent::Piece(t)) => Some((piece(t), Some((out, piece, end)))),
+                Some(GenEvent::End(f)) => Some((end(&f) + &encode_done(), None)),
+                Some(GenEvent::Failed) | None => Some((stream_error(), None)),
+            };
         }
-    }))
+    })
 }
 
 // ---- POST /v1/completions -----------------------------------------------------------------------
@@ -254,7 +271,7 @@ pub(crate) async fn completions(State(st): State<AppState>, body: Result<Bytes, 
     if req.echo == Some(true) {
         return Err(ApiError::invalid("echo", "echo is not supported"));
     }
-    let prompt = encode(&model.lm, text).map_err(ApiError::internal)?;
+    let prompt = raw_tokens(&model.lm, text).map_err(ApiError::internal)?;
     check_prompt(&st, &model, &prompt)?;
     let (opts, stop) = options(
         &st,
@@ -264,26 +281,18 @@ pub(crate) async fn completions(State(st): State<AppState>, body: Result<Bytes, 
     let ctx = Reply { id: st.next_id("cmpl"), model: model.id.clone(), created: now_secs() };
     if req.stream == Some(true) {
         let include_usage = req.stream_options.as_ref().and_then(|o| o.include_usage) == Some(true);
-        let s = futures_util::stream::unfold(Some(out), move |state| {
-            let ctx = ctx.clone();
-            async move {
-                let mut out = state?;
-                loop {
-                    return match out.next().await {
-                        Some(GenEvent::Piece(t)) if t.is_empty() => continue,
-                        Some(GenEvent::Piece(t)) => Some((json_event(&CompletionResponse::new(&ctx.id, &ctx.model, ctx.created, t, None)), Some(out))),
-                        Some(GenEvent::End(f)) => {
-                            let mut last = CompletionResponse::new(&ctx.id, &ctx.model, ctx.created, "", Some(f.finish_reason));
-                            if include_usage {
-                                last.usage = Some(usage(&f));
-                            }
-                            Some((json_event(&last) + &encode_done(), None))
-                        }
-                        Some(GenEvent::Failed) | None => Some((stream_error(), None)),
-                    };
+        let c = ctx.clone();
+        let s = event_stream(
+            out,
+            move |t| json_event(&CompletionResponse::new(&ctx.id, &ctx.model, ctx.created, t, None)),
+            move |f| {
+                let mut last = CompletionResponse::new(&c.id, &c.model, c.created, "", Some(f.finish_reason));
+                if include_usage {
+                    last.usage = Some(usage(f));
                 }
-            }
-        });
+                json_event(&last)
+            },
+        );
         return Ok(sse(s));
     }
     let (text, fin) = collect(out).await?;

@@ -109,6 +109,25 @@ impl Scheduler {
         }
     }
 
+    /// A slot for synchronous code (the handoff's local fallback, which ulm-handoff runs under
+    /// `block_in_place`): admitted and queued like [`Scheduler::slot`] on a multi-threaded
+    /// runtime; elsewhere the thread cannot wait, so only a slot free right now is taken (else 503).
+    pub fn slot_blocking(&self) -> Result<Slot, ApiError> {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let ticket = self.admit()?;
+        match Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(|| h.block_on(self.slot(ticket))),
+            _ => match self.slots.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    drop(ticket);
+                    self.running.fetch_add(1, Ordering::SeqCst);
+                    Ok(Slot { _permit: permit, running: self.running.clone() })
+                }
+                Err(_) => Err(ApiError::unavailable("no generation slot is free", self.retry_after(self.waiting()))),
+            },
+        }
+    }
+
     /// Records how long a generation held its slot.
     pub fn observe(&self, d: Duration) {
         let mut m = self.mean_secs.lock().unwrap_or_else(|e| e.into_inner());
@@ -159,5 +178,35 @@ mod tests {
         assert_eq!(s.running(), 0);
         let t = s.admit().unwrap();
         assert!(s.slot(t).await.is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_blocking_slot_waits_in_the_same_queue() {
+        let s = std::sync::Arc::new(Scheduler::new(1, 1, Duration::from_millis(2000)));
+        let held = s.slot(s.admit().unwrap()).await.unwrap();
+        // Synchronous code waits for the slot a request holds…
+        let waiter = tokio::spawn({
+            let s = s.clone();
+            async move { s.slot_blocking().map(|_| s.running()) }
+        });
+        while s.waiting() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // …in the queue's one place, so the next request is turned away with 429.
+        assert_eq!(s.admit().err().unwrap().status.as_u16(), 429);
+        drop(held);
+        assert_eq!(waiter.await.unwrap().unwrap(), 1);
+        assert_eq!((s.running(), s.waiting()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn on_a_current_thread_runtime_a_blocking_slot_never_waits() {
+        let s = Scheduler::new(1, 4, Duration::from_secs(60));
+        let held = s.slot_blocking().unwrap();
+        let t0 = std::time::Instant::now();
+        assert_eq!(s.slot_blocking().err().unwrap().status.as_u16(), 503);
+        assert!(t0.elapsed() < Duration::from_secs(1));
+        drop(held);
+        assert!(s.slot_blocking().is_ok());
     }
 }

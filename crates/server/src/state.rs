@@ -35,7 +35,8 @@ pub const DEFAULT_MAX_TOKENS: u32 = 256;
 pub const DEFAULT_TEMPERATURE: f32 = 0.7;
 /// Nucleus mass when the request does not say.
 pub const DEFAULT_TOP_P: f32 = 0.9;
-/// Handoffs running at once (each holds a local opener session and a cloud request).
+/// Handoffs running at once. Each holds a cloud request for its whole reply; its local model
+/// calls take generation slots (and queue places) like `/v1` requests.
 pub const DEFAULT_MAX_HANDOFFS: usize = 16;
 /// Handoff engines kept (one per distinct cloud setting, each with its TTFT estimate).
 const MAX_CACHED_HANDOFFS: usize = 32;
@@ -78,6 +79,32 @@ pub struct Latency {
     pub jitter: Duration,
 }
 
+/// Which cloud URLs a `/api/handoff` request may name instead of the configured cloud (the server
+/// then sends the conversation there: a request-chosen URL is a request the *server* makes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CloudOverride {
+    /// Only the configured cloud (`ulm serve --no-cloud-override`).
+    Off,
+    /// Loopback hosts only: `127.0.0.0/8`, `::1`, `localhost` — a server on this machine, such as
+    /// a llama.cpp started beside it (the default; `ulm serve` on a non-loopback address
+    /// defaults to [`CloudOverride::Off`]).
+    #[default]
+    Loopback,
+    /// Any `http(s)` URL (`ulm serve --allow-cloud-override`).
+    Any,
+}
+
+impl CloudOverride {
+    /// `off`, `loopback` or `any`, as `/api/config` reports it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloudOverride::Off => "off",
+            CloudOverride::Loopback => "loopback",
+            CloudOverride::Any => "any",
+        }
+    }
+}
+
 /// Everything a server is told at start.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -102,11 +129,12 @@ pub struct ServerConfig {
     /// Base handoff settings; requests override the cloud and the opener length. Its `base_url`
     /// empty means "this server's own `/v1`", set through [`ServerConfig::self_url`].
     pub handoff: HandoffConfig,
-    /// Requests to `/api/handoff` may name another cloud (`cloud.base_url`).
-    pub cloud_override: bool,
+    /// Which other cloud (`cloud.base_url`) a request to `/api/handoff` may name.
+    pub cloud_override: CloudOverride,
     /// This server's own root URL (`http://127.0.0.1:PORT`), once known.
     pub self_url: Option<String>,
-    /// Handoffs running at once (then 429).
+    /// Handoffs running at once (then 429). Besides this cap, each handoff's local model calls
+    /// take generation slots like `/v1` requests (see [`ServerConfig::slots`]).
     pub max_handoffs: usize,
     /// Threads per session.
     pub threads: usize,
@@ -131,7 +159,7 @@ impl Default for ServerConfig {
             edge_model: String::new(),
             cloud_model: String::new(),
             handoff,
-            cloud_override: true,
+            cloud_override: CloudOverride::default(),
             self_url: None,
             max_handoffs: DEFAULT_MAX_HANDOFFS,
             threads: 1,

@@ -142,7 +142,15 @@ async fn handoff_server(extra: impl FnOnce(&mut ServerConfig)) -> Option<Live> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_handoff_endpoint_streams_the_opener_before_the_continuation() {
-    let Some(live) = handoff_server(|c| c.api_key = Some("k3y".into())).await else { return };
+    // One slot: the opener holds it, then lets it go for the continuation this server generates.
+    let Some(live) = handoff_server(|c| {
+        c.api_key = Some("k3y".into());
+        c.slots = 1;
+    })
+    .await
+    else {
+        return;
+    };
     let body = json!({"messages": [{"role": "user", "content": "What is the capital of France?"}], "words": 4, "max_tokens": 12,
         "temperature": 0, "seed": 1});
     let res = reqwest::Client::new().post(format!("{}/api/handoff", live.url)).bearer_auth("k3y").json(&body).send().await.unwrap();
@@ -173,7 +181,7 @@ async fn the_handoff_endpoint_streams_the_opener_before_the_continuation() {
     assert!(t["first_word_ms"].as_f64() < t["cloud_first_token_ms"].as_f64());
     eprintln!("handoff: {shown:?}\ntimeline: {t}");
     let s = live.settled(Duration::from_secs(10)).await;
-    assert!(s["requests"].as_u64().unwrap() >= 1, "the continuation came from this server's /v1: {s}");
+    assert_eq!(s["requests"], 2, "the opener's slot, then the continuation from this server's /v1: {s}");
     live.shutdown().await;
 }
 
@@ -218,7 +226,44 @@ async fn a_handoff_whose_cloud_is_down_ends_with_the_local_fallback_and_an_error
     let reply: Value = serde_json::from_str(&events[events.len() - 2].1).unwrap();
     assert!(reply["text"].as_str().unwrap().ends_with(reply["note"].as_str().unwrap()), "{reply}");
     assert_eq!(names.last(), Some(&"done"));
-    live.settled(Duration::from_secs(5)).await;
+    let s = live.settled(Duration::from_secs(5)).await;
+    assert_eq!(s["requests"], 2, "the opener and the local fallback each took a generation slot: {s}");
+    live.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_server_turns_a_handoff_away_with_429_instead_of_running_its_opener() {
+    let mut cfg = config();
+    cfg.slots = 1;
+    cfg.queue = 0;
+    cfg.latency.ttft = Duration::from_millis(1500); // a /v1 request holds the one place meanwhile
+    let live = Live::start(cfg, || vec![ServedModel::new("golden", golden())]).await;
+    let first = tokio::spawn({
+        let url = format!("{}/v1/chat/completions", live.url);
+        async move { post(&url, &json!({"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4})).await.status() }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    let handoff = json!({"messages": [{"role": "user", "content": "Hello"}], "words": 3});
+    let res = post(&format!("{}/api/handoff", live.url), &handoff).await;
+    assert_eq!(res.status(), 429);
+    assert!(t0.elapsed() < Duration::from_millis(1000), "answered at once, not after the slot: {:?}", t0.elapsed());
+    let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!((body["error"]["type"].as_str(), body["error"]["code"].as_str()), (Some("rate_limit_error"), Some("queue_full")));
+    assert_eq!(first.await.unwrap(), 200);
+    let s = live.settled(Duration::from_secs(5)).await;
+    assert_eq!(s["rejected_queue_full"], 1, "{s}");
+
+    // Idle again, with one slot: the handoff runs to its end (its cloud is this server, which
+    // needs the slot the opener held).
+    let res = post(&format!("{}/api/handoff", live.url), &handoff).await;
+    assert_eq!(res.status(), 200);
+    let text = tokio::time::timeout(Duration::from_secs(60), res.text()).await.expect("no deadlock over the one slot").unwrap();
+    assert!(text.contains("event: done"), "{text}");
+    let s = live.settled(Duration::from_secs(5)).await;
+    assert!(s["requests"].as_u64().unwrap() >= 3, "{s}");
     live.shutdown().await;
 }
 
