@@ -13,9 +13,9 @@
 //! assert_eq!(req.body["add_generation_prompt"], false);
 //! ```
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use ulm_openai::anthropic::{AnthropicMessage, AnthropicRole, MessagesRequest, StreamEvent};
-use ulm_openai::chat::{ChatCompletionChunk, ChatCompletionRequest, ChatMessage, Stop};
+use ulm_openai::chat::{ChatCompletionChunk, ChatCompletionRequest, ChatMessage, Content, ContentPart, Stop};
 use ulm_openai::completion::{CompletionChunk, CompletionRequest, Prompt};
 use ulm_openai::sse::SseEvent;
 
@@ -55,13 +55,29 @@ pub fn continuation_request(cfg: &Config, conversation: &[Turn], prefix: &str) -
 
 /// A one-token, non-streamed request whose prompt is the prefix the continuation request will
 /// start with, so that a server with prompt caching (llama.cpp, vLLM, SGLang, OpenAI for long
-/// prompts) has it computed before the opener is done. `None` for `anthropic`, whose cache needs
-/// explicit breakpoints and at least 1024 tokens.
+/// prompts) has it computed before the opener is done.
+///
+/// `anthropic` caches only up to an explicit breakpoint and only prompts of at least
+/// [`ANTHROPIC_MIN_CACHE_TOKENS`] (more on some models); a shorter prompt is not cached and the
+/// warming request would be paid for nothing. So for `anthropic` this is `None` unless the
+/// conversation is long enough (estimated at 4 characters a token); then both this request and
+/// the continuation carry a `cache_control` breakpoint on the last conversation turn, the one
+/// before the prefill, so the continuation reads the cache this request wrote.
 pub fn warm_request(cfg: &Config, conversation: &[Turn]) -> Option<ProviderRequest> {
-    if cfg.provider == ProviderKind::Anthropic {
+    if cfg.provider == ProviderKind::Anthropic && !anthropic_cacheable(cfg, conversation) {
         return None;
     }
     Some(build(cfg, conversation, None, true))
+}
+
+/// The shortest prompt, in tokens, that Anthropic's prompt cache stores (Claude Sonnet and Opus;
+/// Haiku models need 2048, and below their minimum the breakpoint is ignored, not an error).
+pub const ANTHROPIC_MIN_CACHE_TOKENS: usize = 1024;
+
+// Early request on and a prompt (system text + turns) long enough for Anthropic to cache.
+fn anthropic_cacheable(cfg: &Config, conversation: &[Turn]) -> bool {
+    let chars: usize = cfg.contract().chars().count() + conversation.iter().map(|t| t.content.chars().count()).sum::<usize>();
+    cfg.early_request && chars / 4 >= ANTHROPIC_MIN_CACHE_TOKENS
 }
 
 fn build(cfg: &Config, conversation: &[Turn], prefix: Option<&str>, warm: bool) -> ProviderRequest {
@@ -135,12 +151,24 @@ fn build(cfg: &Config, conversation: &[Turn], prefix: Option<&str>, warm: bool) 
                     _ => messages.push(AnthropicMessage::new(role, turn.content.clone())),
                 }
             }
+            if anthropic_cacheable(cfg, conversation) {
+                // The breakpoint closes the cached prefix: everything up to the end of the last
+                // turn, identical in the warming request and in the continuation.
+                if let Some(last) = messages.last_mut() {
+                    let mut part = ContentPart::text(last.content.text());
+                    part.extra.insert("cache_control".into(), json!({"type": "ephemeral"}));
+                    last.content = Content::Parts(vec![part]);
+                }
+            }
             if let Some(p) = prefix {
                 messages.push(AnthropicMessage::new(AnthropicRole::Assistant, p));
             }
             let mut req = MessagesRequest::new(cfg.model.clone(), cfg.max_tokens, messages);
             req.system = system.map(Into::into);
-            req.stream = Some(true);
+            if warm {
+                req.max_tokens = 1;
+            }
+            req.stream = Some(!warm);
             req.temperature = cfg.temperature;
             req.top_p = cfg.top_p;
             (format!("{root}/messages"), to_json(&req), StreamFormat::Anthropic)
@@ -256,7 +284,7 @@ pub(crate) fn error_message(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::config::CompletionTemplate;
 
     fn conv() -> Vec<Turn> {
         vec![
@@ -343,6 +371,26 @@ mod tests {
     }
 
     #[test]
+    fn completion_prompt_is_the_prefill_chat_rendered_in_chatml() {
+        // A ChatML server renders a prefill request into exactly the text the completion provider
+        // sends, so the two can only differ by the server, never by our rendering: a continuation
+        // that restarts under one restarts under the other (checked on `ulm serve` too, 20 of 20
+        // dev prompts byte-identical; see docs/benchmarks.md).
+        for opener in ["The capital of France is", "The capital of France is \n", "Dear Sam,\n\nI hope this finds"] {
+            let pre = continuation_request(&cfg(ProviderKind::Prefill), &conv(), opener);
+            let com = continuation_request(&cfg(ProviderKind::Completion), &conv(), opener);
+            let t = CompletionTemplate::chatml();
+            let m = pre.body["messages"].as_array().unwrap();
+            let (last, turns) = m.split_last().unwrap();
+            let mut text: String = turns.iter().map(|m| t.render_turn(m["role"].as_str().unwrap(), m["content"].as_str().unwrap())).collect();
+            text += &t.assistant_start;
+            text += last["content"].as_str().unwrap();
+            assert_eq!(com.body["prompt"].as_str().unwrap(), text, "{opener:?}");
+            assert!(!text.ends_with(char::is_whitespace), "the prompt never ends in whitespace: {opener:?}");
+        }
+    }
+
+    #[test]
     fn empty_contract_and_empty_prefix() {
         let mut c = cfg(ProviderKind::Prefill);
         c.contracts.insert(ProviderKind::Prefill, String::new());
@@ -379,6 +427,36 @@ mod tests {
             assert!(warm.body.get("continue_final_message").is_none());
         }
         assert!(warm_request(&cfg(ProviderKind::Anthropic), &conv()).is_none());
+    }
+
+    #[test]
+    fn anthropic_warms_a_long_conversation_up_to_a_cache_breakpoint() {
+        let mut c = cfg(ProviderKind::Anthropic);
+        c.early_request = true;
+        // Short: below the cache minimum, so no warming request and no breakpoint.
+        assert!(warm_request(&c, &conv()).is_none());
+        let real = continuation_request(&c, &conv(), "The capital");
+        assert!(!real.body.to_string().contains("cache_control"));
+
+        let long = vec![Turn::user("Here is my essay. ".repeat(300)), Turn::assistant("Thanks, I read it."), Turn::user("What is its main point?")];
+        let warm = warm_request(&c, &long).expect("a long conversation is worth warming");
+        let real = continuation_request(&c, &long, "Its main point is");
+        assert_eq!((warm.url.as_str(), warm.format), ("http://127.0.0.1:9/v1/messages", StreamFormat::Anthropic));
+        assert_eq!((warm.body["max_tokens"].clone(), warm.body["stream"].clone()), (json!(1), json!(false)));
+        assert_eq!(real.body["stream"], true);
+        assert_eq!(warm.body["system"], real.body["system"]);
+        // The cached prefix: the same turns, the breakpoint on the last one; then the prefill.
+        let (w, r) = (warm.body["messages"].as_array().unwrap(), real.body["messages"].as_array().unwrap());
+        assert_eq!(w.len(), 3);
+        assert_eq!(&r[..3], &w[..], "the continuation starts with the warmed prefix");
+        assert_eq!(w[2]["content"], json!([{"type": "text", "text": "What is its main point?", "cache_control": {"type": "ephemeral"}}]));
+        assert_eq!(r[3], json!({"role": "assistant", "content": "Its main point is"}));
+        assert_eq!(r.iter().filter(|m| m.to_string().contains("cache_control")).count(), 1, "one breakpoint");
+
+        // Without the early request, no breakpoint: caching writes cost more than plain input.
+        c.early_request = false;
+        assert!(warm_request(&c, &long).is_none());
+        assert!(!continuation_request(&c, &long, "Its").body.to_string().contains("cache_control"));
     }
 
     #[test]

@@ -7,6 +7,12 @@
 //! - **self-repair pivot**: the continuation steers away from the opener with a short bridge
 //!   ("Actually, ...", "To be precise, ...", "or rather ...").
 //!
+//! A fourth label is not a mode but the contract broken: **restart**, the opener stops
+//! mid-sentence and the continuation ignores it and begins the answer again ("The best way to
+//! learn cooking is" + " The best way to learn to cook is to start small."). Without it such a
+//! reply was labelled a fragment completion, because the opener was unfinished and no bridge
+//! marker was found. [`restarts`] says when.
+//!
 //! A pivot is recognised by a marker phrase at the start of a clause (after a sentence start, a
 //! comma, a semicolon, a colon, a dash or a bracket, skipping fillers such as "or" and "well") in
 //! the bridge window: the first sentence of the continuation, plus the second one when the first
@@ -18,6 +24,7 @@
 //! assert_eq!(classify("The capital of France is", " Paris."), Mode::FragmentCompletion);
 //! assert_eq!(classify("Paris is the capital.", " It lies on the Seine."), Mode::CleanContinuation);
 //! assert_eq!(classify("The capital of Australia is Sydney", ", or rather Canberra."), Mode::SelfRepairPivot);
+//! assert_eq!(classify("The best way to learn cooking is", " The best way to learn is to cook."), Mode::Restart);
 //! ```
 
 use serde::Serialize;
@@ -37,15 +44,19 @@ pub enum Mode {
     CleanContinuation,
     /// The continuation steered away from the opener with a bridge.
     SelfRepairPivot,
+    /// The opener was unfinished and the continuation began the answer again instead of
+    /// finishing it (the contract broken; see [`restarts`]).
+    Restart,
 }
 
 impl Mode {
-    /// `fragment_completion`, `clean_continuation` or `self_repair_pivot`.
+    /// `fragment_completion`, `clean_continuation`, `self_repair_pivot` or `restart`.
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::FragmentCompletion => "fragment_completion",
             Mode::CleanContinuation => "clean_continuation",
             Mode::SelfRepairPivot => "self_repair_pivot",
+            Mode::Restart => "restart",
         }
     }
 }
@@ -90,11 +101,66 @@ const FILLERS: &[&str] = &["or", "but", "well", "oh", "and", "so", "um", "hmm", 
 pub fn classify(opener: &str, continuation: &str) -> Mode {
     if find_bridge(opener, continuation).is_some() {
         Mode::SelfRepairPivot
+    } else if restarts(opener, continuation) {
+        Mode::Restart
     } else if ends_sentence(opener) || opener.trim().is_empty() {
         Mode::CleanContinuation
     } else {
         Mode::FragmentCompletion
     }
+}
+
+/// Capitalized words that begin a sentence rather than go on with one. Proper nouns ("France"
+/// after "The capital of") are a fine completion, so only these count; "I" does not, because it
+/// goes on a sentence as often as it starts one.
+const SENTENCE_STARTS: &[&str] = &[
+    "the", "a", "an", "it", "its", "this", "that", "these", "those", "there", "here", "in", "to", "we", "you", "yes",
+    "no", "sure", "of", "as", "when", "if", "oh", "well", "certainly", "hello", "hi", "my", "our", "your", "what",
+    "how", "why", "let", "for", "title", "dear", "absolutely", "great", "thank", "thanks", "okay", "ok", "once",
+    "imagine", "one", "some", "many", "most", "first", "today", "while", "after", "before",
+];
+
+/// Words of the opener's start that a continuation must repeat to count as restating it.
+const RESTATED_WORDS: usize = 3;
+
+/// True if the opener stops mid-sentence and the continuation begins the answer again rather
+/// than finishing it: it restates the opener's first [`RESTATED_WORDS`] words, or its first word
+/// is a capitalized sentence opener ("The", "It", "Sure", ...) that is not the start of a name or
+/// title ("The Hobbit"). A heuristic on text alone; it misses restarts that begin with "I" or a
+/// proper noun. A whole repeated opener never reaches it: the seam strips that.
+///
+/// ```
+/// use ulm_handoff::recovery::restarts;
+/// assert!(restarts("To make cold brew, you", " To make cold brew coffee, combine grounds and water."));
+/// assert!(restarts("Sure! The easiest way to", " The easiest way is to start small."));
+/// assert!(!restarts("The capital of France is", " Paris."));
+/// assert!(!restarts("My favourite book is", " The Hobbit, by Tolkien."));
+/// assert!(!restarts("Paris is the capital.", " The city lies on the Seine."), "a finished opener is not restarted");
+/// ```
+pub fn restarts(opener: &str, continuation: &str) -> bool {
+    let o = opener.trim_end();
+    // Mid-sentence: the opener does not end a sentence, a clause list (":"), a line, or a quote.
+    if o.is_empty() || ends_sentence(o) || o.ends_with(['\n', '"', '”', '>', ')', '*']) {
+        return false;
+    }
+    let cont: Vec<&str> = continuation.split_whitespace().collect();
+    let Some(first) = cont.first() else { return false };
+    // Restating: the opener's (last sentence's) first words come again.
+    let start = last_sentence(o);
+    let head: Vec<String> = start.split_whitespace().take(RESTATED_WORDS).map(crate::words::norm).collect();
+    if head.len() == RESTATED_WORDS && cont.len() >= RESTATED_WORDS && cont.iter().take(RESTATED_WORDS).map(|w| crate::words::norm(w)).eq(head.iter().cloned()) {
+        return true;
+    }
+    // A capitalized sentence opener, unless a capitalized word follows it (a name or a title).
+    let bare: String = first.chars().take_while(|c| c.is_alphabetic()).collect();
+    let starter = bare.chars().next().is_some_and(char::is_uppercase) && SENTENCE_STARTS.contains(&bare.to_lowercase().as_str());
+    let name = bare.len() == first.len() && cont.get(1).is_some_and(|w| w.chars().next().is_some_and(char::is_uppercase));
+    starter && !name
+}
+
+// The last sentence of `text` (all of it when it holds one).
+fn last_sentence(text: &str) -> &str {
+    split_sentences(text).last().copied().unwrap_or(text).trim_start()
 }
 
 /// How a pivot's bridge measures up against the contract.
@@ -254,6 +320,18 @@ mod tests {
         ("Shakespeare wrote Don Quixote.", " Let me clarify: Cervantes wrote it, and Shakespeare wrote Hamlet.", SelfRepairPivot),
         ("Water boils at 50 degrees", ". That's not quite it: at sea level, water boils at 100 °C.", SelfRepairPivot),
         ("The sun orbits the Earth.", " No, it is the other way around.", SelfRepairPivot),
+        // Restart: the continuation ignores the unfinished opener and begins again.
+        ("The best way to learn cooking is", " The best way to learn to cook is to start small.", Restart),
+        ("Sure! Here are three ideas for", " Here are three ideas: a picnic, a museum, a hike.", Restart),
+        ("Oh no, no no,", " That's a tragedy.", Restart),
+        ("To make cold brew, you", "\nTo make cold brew coffee, combine coarse grounds and cold water.", Restart),
+        ("I recently had the pleasure of attending a", " It was a charity gala.", Restart),
+        // ... and what is not one.
+        ("My favourite book is", " The Hobbit, by Tolkien.", FragmentCompletion),
+        ("The capital of", " France is Paris.", FragmentCompletion),
+        ("Well, let me see", " I think so.", FragmentCompletion),
+        ("Dear [Supervisor's Name],\n\nI hope this message finds", " you well.", FragmentCompletion),
+        ("Here are the steps:", "\nThe first is to preheat the oven.", CleanContinuation),
     ];
 
     #[test]
@@ -343,5 +421,6 @@ mod tests {
     fn mode_names() {
         assert_eq!(SelfRepairPivot.to_string(), "self_repair_pivot");
         assert_eq!(serde_json::to_string(&FragmentCompletion).unwrap(), "\"fragment_completion\"");
+        assert_eq!(serde_json::to_string(&Restart).unwrap(), "\"restart\"");
     }
 }

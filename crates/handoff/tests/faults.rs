@@ -503,6 +503,50 @@ async fn early_request_warms_the_cache_before_the_real_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_early_request_writes_the_cache_the_continuation_reads() {
+    let ev = |name: &str, data: serde_json::Value| format!("event: {name}\ndata: {data}\n\n");
+    let chunks = [
+        ev("message_start", json!({"type": "message_start", "message": {"id": "m", "type": "message", "role": "assistant", "content": []}})),
+        ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": " Paris."}})),
+        ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}})),
+        ev("message_stop", json!({"type": "message_stop"})),
+    ];
+    let chunks: Vec<&str> = chunks.iter().map(String::as_str).collect();
+    let warm_reply = json!({"id": "w", "type": "message", "role": "assistant", "model": "m",
+        "content": [{"type": "text", "text": "The"}], "stop_reason": "max_tokens", "usage": {"input_tokens": 1400, "output_tokens": 1, "cache_creation_input_tokens": 1400}});
+    let server = FaultServer::start(vec![Step::json(warm_reply), Step::raw(&chunks, End::Clean)]).await;
+    let mut cfg = config(&server.url, ProviderKind::Anthropic);
+    cfg.early_request = true;
+    cfg.opener.words = 5;
+    // A conversation long enough to be cached (over 1024 tokens).
+    let conversation = [Turn::user("Background: ".to_string() + &"France is a country in Europe. ".repeat(160)), Turn::user("What is the capital of France?")];
+    let h = Handoff::new(cfg).unwrap();
+    let mut o = opener().word_delay(Duration::from_millis(20));
+    let reply = h.run(&mut o, &conversation, |_| {}).await;
+    assert_eq!(reply.error, None);
+    assert_eq!(reply.text, "The capital of France is Paris.");
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2, "the warming request, then the continuation");
+    assert!(reqs.iter().all(|r| r.path == "/v1/messages"));
+    assert_eq!((reqs[0].body["max_tokens"].clone(), reqs[0].body["stream"].clone()), (json!(1), json!(false)));
+    let (w, r) = (reqs[0].body["messages"].as_array().unwrap(), reqs[1].body["messages"].as_array().unwrap());
+    assert_eq!(&r[..w.len()], &w[..], "the continuation starts with the warmed prefix");
+    assert_eq!(w.last().unwrap()["content"][0]["cache_control"], json!({"type": "ephemeral"}));
+    assert_eq!(r.last().unwrap(), &json!({"role": "assistant", "content": OPENER}));
+    assert!(reply.timeline.warm_done_ms.unwrap() <= reply.timeline.cloud_request_ms.unwrap());
+
+    // A short conversation is not worth warming: one request, no breakpoint.
+    let server = FaultServer::start(vec![Step::raw(&chunks, End::Clean)]).await;
+    let mut cfg = config(&server.url, ProviderKind::Anthropic);
+    cfg.early_request = true;
+    let (reply, _) = run(cfg, &mut opener()).await;
+    assert_eq!(reply.text, "The capital of France is Paris.");
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 1);
+    assert!(!reqs[0].body.to_string().contains("cache_control"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adaptive_length_follows_the_measured_ttft() {
     let server = FaultServer::start(vec![Step::chat_after(Duration::from_millis(420), &[" Paris."])]).await;
     let mut cfg = config(&server.url, ProviderKind::Prefill);
