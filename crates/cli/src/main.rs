@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 mod ask;
 mod bench;
+mod bench_handoff;
 mod chat;
 mod data;
 mod distill;
@@ -37,6 +38,8 @@ enum Cmd {
     Chat(chat::Args),
     /// Time the runtime (μLM presets, SmolLM2) against llama.cpp.
     Bench(bench::Args),
+    /// Time to first word of the handoff vs cloud-only, against `ulm serve` with injected latency.
+    BenchHandoff(bench_handoff::Args),
     /// Ask a teacher model for replies to the prompt set (append-only, resumable).
     Distill(distill::Args),
     /// Train the byte-level BPE tokenizer on the train split.
@@ -54,6 +57,7 @@ fn main() {
     let res: Result<()> = match cli.cmd {
         Cmd::Distill(a) => distill::run(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::BenchHandoff(a) => bench_handoff::run(a),
         Cmd::Ask(a) => ask::run(a),
         Cmd::Tokenizer(a) => tokenizer::run(a),
         Cmd::Data(a) => data::run(a),
