@@ -13,6 +13,16 @@
 //! reply was labelled a fragment completion, because the opener was unfinished and no bridge
 //! marker was found. [`restarts`] says when.
 //!
+//! Why this label exists: with SmolLM2 as continuator the `completion` provider was once seen to
+//! restart the answer, and the reply was labelled a fragment completion. The provider was not the
+//! cause. On a ChatML server `completion` sends exactly the text `prefill` makes the server render
+//! (tested in `provider`), and the opener never ends in whitespace (the engine holds trailing
+//! whitespace back and `continuation_request` trims it), so no token boundary differs at the seam:
+//! against `ulm serve` 60 of 60 sampled dev-prompt handoffs gave byte-identical continuations
+//! under both providers (two `ulm bench-handoff --provider completion|prefill` runs, seeds 0 and
+//! 100). A small continuator simply restarts now and then, whatever the provider; what was wrong
+//! was the label, since the classifier had no name for a broken contract.
+//!
 //! A pivot is recognised by a marker phrase at the start of a clause (after a sentence start, a
 //! comma, a semicolon, a colon, a dash or a bracket, skipping fillers such as "or" and "well") in
 //! the bridge window: the first sentence of the continuation, plus the second one when the first
@@ -112,9 +122,10 @@ pub fn classify(opener: &str, continuation: &str) -> Mode {
 
 /// Capitalized words that begin a sentence rather than go on with one. Proper nouns ("France"
 /// after "The capital of") are a fine completion, so only these count; "I" does not, because it
-/// goes on a sentence as often as it starts one.
+/// goes on a sentence as often as it starts one, and neither does "A", which is as often a name
+/// ("The relationship between A and C is that" + " A is the father of B", seen with SmolLM2).
 const SENTENCE_STARTS: &[&str] = &[
-    "the", "a", "an", "it", "its", "this", "that", "these", "those", "there", "here", "in", "to", "we", "you", "yes",
+    "the", "an", "it", "its", "this", "that", "these", "those", "there", "here", "in", "to", "we", "you", "yes",
     "no", "sure", "of", "as", "when", "if", "oh", "well", "certainly", "hello", "hi", "my", "our", "your", "what",
     "how", "why", "let", "for", "title", "dear", "absolutely", "great", "thank", "thanks", "okay", "ok", "once",
     "imagine", "one", "some", "many", "most", "first", "today", "while", "after", "before",
@@ -126,8 +137,8 @@ const RESTATED_WORDS: usize = 3;
 /// True if the opener stops mid-sentence and the continuation begins the answer again rather
 /// than finishing it: it restates the opener's first [`RESTATED_WORDS`] words, or its first word
 /// is a capitalized sentence opener ("The", "It", "Sure", ...) that is not the start of a name or
-/// title ("The Hobbit"). A heuristic on text alone; it misses restarts that begin with "I" or a
-/// proper noun. A whole repeated opener never reaches it: the seam strips that.
+/// title ("The Hobbit"). A heuristic on text alone; it misses restarts that begin with "I", "A"
+/// or a proper noun. A whole repeated opener never reaches it: the seam strips that.
 ///
 /// ```
 /// use ulm_handoff::recovery::restarts;
@@ -329,6 +340,7 @@ mod tests {
         // ... and what is not one.
         ("My favourite book is", " The Hobbit, by Tolkien.", FragmentCompletion),
         ("The capital of", " France is Paris.", FragmentCompletion),
+        ("The relationship between A and C is that", " A is the father of B and C is the father of A.", FragmentCompletion),
         ("Well, let me see", " I think so.", FragmentCompletion),
         ("Dear [Supervisor's Name],\n\nI hope this message finds", " you well.", FragmentCompletion),
         ("Here are the steps:", "\nThe first is to preheat the oven.", CleanContinuation),
