@@ -87,12 +87,13 @@ impl Rng {
     }
 }
 
-/// A `(rows, cols)` matrix in `format` (`f32`, `q8`, `q4_0`, `q4_1`) with random values.
+/// A `(rows, cols)` matrix in `format` (`f32`, `q8_row`, `q8`, `q4_0`, `q4_1`) with random values.
 fn weight(format: &str, rows: usize, cols: usize, rng: &mut Rng) -> Weight {
     let nb = rows * cols / BLOCK;
     match format {
         "f32" => Weight::F32 { rows, cols, data: rng.vec(rows * cols, 0.05) },
         "q8" => Weight::F32 { rows, cols, data: rng.vec(rows * cols, 0.05) }.to_q8(),
+        "q8_row" => Weight::F32 { rows, cols, data: rng.vec(rows * cols, 0.05) }.to_q8_row(),
         "q4_0" => Weight::Q4_0 { rows, cols, qs: rng.bytes(rows * cols / 2), d: rng.vec(nb, 0.01) },
         "q4_1" => Weight::Q4_1 { rows, cols, qs: rng.bytes(rows * cols / 2), d: rng.vec(nb, 0.01), m: rng.vec(nb, 0.1) },
         _ => unreachable!("unknown format {format}"),
@@ -109,14 +110,14 @@ fn path() -> &'static str {
 /// `out = W x` for one token: the decode step's work. Throughput is the weight bytes read.
 fn matvec(c: &mut Criterion) {
     let mut rng = Rng(1);
-    for format in ["f32", "q8", "q4_0", "q4_1"] {
+    for format in ["f32", "q8_row", "q8", "q4_0", "q4_1"] {
         let mut g = c.benchmark_group(format!("matvec/{format}/{}", path()));
         for s in shapes() {
             for (name, rows, cols) in matrices(&s.config) {
                 let w = weight(format, rows, cols, &mut rng);
                 let x = rng.vec(cols, 1.0);
                 let mut xq = QActs::with_len(cols);
-                xq.quantize(&x);
+                xq.quantize_for(&x, cols, &[&w]);
                 let mut out = vec![0.0; rows];
                 g.throughput(Throughput::Bytes(w.bytes() as u64));
                 g.bench_function(BenchmarkId::new(s.name, format!("{name} {rows}x{cols}")), |b| {

@@ -84,8 +84,10 @@ impl LoadedModel {
         if messages.iter().all(|m| m.content.trim().is_empty()) {
             return Err(Error::Request("empty prompt: type a question or a message".into()));
         }
-        let text = if template { self.tokenizer.render_chat(messages, true)? } else { render_chatml(messages, true) };
-        let mut ids = self.tokenizer.encode(&text, true)?;
+        // Message text is encoded literally: special-token text a user types stays text.
+        let mut ids = self.tokenizer.encode_chat(messages, |m| {
+            if template { self.tokenizer.render_chat(m, true) } else { Ok(render_chatml(m, true)) }
+        })?;
         if self.tokenizer.add_bos() {
             if let Some(b) = self.tokenizer.bos_id() {
                 if ids.first() != Some(&b) {

@@ -147,7 +147,7 @@ impl Model {
         let conv = |w: &Weight| match prec {
             Precision::Native => w.clone(),
             Precision::F32 => w.to_f32(),
-            Precision::Int8 if w.cols() % BLOCK == 0 && !w.is_quantized() => w.to_q8(),
+            Precision::Int8 if w.cols() % BLOCK == 0 && !w.is_quantized() => w.to_q8_row(),
             Precision::Int8 => w.clone(),
         };
         let mut m = self.clone();
@@ -253,9 +253,7 @@ impl Model {
                 ops::rmsnorm(&mut s.xb[t * dim..(t + 1) * dim], &s.x[t * dim..(t + 1) * dim], &layer.attn_norm, c.norm_eps);
             }
             let xb = &s.xb[..n * dim];
-            if layer.wq.is_quantized() || layer.wk.is_quantized() || layer.wv.is_quantized() {
-                s.xq.quantize(xb);
-            }
+            s.xq.quantize_for(xb, dim, &[&layer.wq, &layer.wk, &layer.wv]);
             par_matmul(pool, &layer.wq, &mut s.q, xb, &s.xq, n);
             par_matmul(pool, &layer.wk, &mut s.k, xb, &s.xq, n);
             par_matmul(pool, &layer.wv, &mut s.v, xb, &s.xq, n);
@@ -271,9 +269,7 @@ impl Model {
             self.attention(s, pool, l, n);
             // x += Wo · attention output (left in xb by `attention`).
             let att_out = &s.xb[..n * qd];
-            if layer.wo.is_quantized() {
-                s.xq.quantize(att_out);
-            }
+            s.xq.quantize_for(att_out, qd, &[&layer.wo]);
             par_matmul(pool, &layer.wo, &mut s.proj, att_out, &s.xq, n);
             for (x, p) in s.x[..n * dim].iter_mut().zip(&s.proj[..n * dim]) {
                 *x += p;
@@ -283,15 +279,11 @@ impl Model {
                 ops::rmsnorm(&mut s.xb[t * dim..(t + 1) * dim], &s.x[t * dim..(t + 1) * dim], &layer.ffn_norm, c.norm_eps);
             }
             let xb = &s.xb[..n * dim];
-            if layer.gate.is_quantized() || layer.up.is_quantized() {
-                s.xq.quantize(xb);
-            }
+            s.xq.quantize_for(xb, dim, &[&layer.gate, &layer.up]);
             par_matmul(pool, &layer.gate, &mut s.hb, xb, &s.xq, n);
             par_matmul(pool, &layer.up, &mut s.hb2, xb, &s.xq, n);
             ops::swiglu(&mut s.hb[..n * ffn], &s.hb2[..n * ffn]);
-            if layer.down.is_quantized() {
-                s.xq.quantize(&s.hb[..n * ffn]);
-            }
+            s.xq.quantize_for(&s.hb[..n * ffn], ffn, &[&layer.down]);
             par_matmul(pool, &layer.down, &mut s.proj, &s.hb[..n * ffn], &s.xq, n);
             for (x, p) in s.x[..n * dim].iter_mut().zip(&s.proj[..n * dim]) {
                 *x += p;
@@ -346,9 +338,7 @@ impl Model {
         let (x, xb) = (&s.x[t * dim..(t + 1) * dim], &mut s.xb[..dim]);
         ops::rmsnorm(xb, x, &self.final_norm, self.config.norm_eps);
         let head = self.head.as_ref().unwrap_or(&self.embed);
-        if head.is_quantized() {
-            s.xq.quantize(&s.xb[..dim]);
-        }
+        s.xq.quantize_for(&s.xb[..dim], dim, &[head]);
         let pool = s.pool.clone();
         par_matmul(pool.as_deref(), head, &mut s.logits, &s.xb[..dim], &s.xq, 1);
     }

@@ -130,5 +130,7 @@ impl Session {
             + self.logits.len())
             + self.xq.qs.len()
             + 8 * self.xq.d.len()
+            + self.xq.rqs.len()
+            + 4 * self.xq.rd.len()
     }
 }
