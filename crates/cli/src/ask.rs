@@ -43,7 +43,8 @@ pub struct CloudArgs {
     /// Replace an unsure opener with a safe hedge before showing it.
     #[arg(long)]
     pub guard: bool,
-    /// Warm the cloud's prompt cache as soon as the message arrives.
+    /// Warm the cloud's prompt cache as soon as the message arrives (anthropic: only conversations
+    /// long enough for its cache, about 1024 tokens, with a cache_control breakpoint).
     #[arg(long)]
     pub early_request: bool,
     /// Speaking rate used for the gap (words per second; 0 = text shown at once).
