@@ -23,11 +23,11 @@ fn scratch(name: &str) -> PathBuf {
 fn prompts(dir: &Path) -> PathBuf {
     let p = dir.join("prompts.jsonl");
     let lines = [
-        r#"{"id":"t1","source":"test","category":"chat","prompt":"Hello there!"}"#,
-        r#"{"id":"t2","source":"test","category":"qa","prompt":"What is a comet?"}"#,
-        r#"{"id":"t3","source":"test","category":"qa","prompt":"Why is the sky blue?"}"#,
-        r#"{"id":"t4","source":"test","category":"chat","prompt":"How are you today?"}"#,
-        r#"{"id":"t5","source":"test","category":"writing","prompt":"Write a haiku about rain."}"#,
+        r#"{"id":"t1","source":"chitchat","category":"chitchat-opening","prompt":"Hello there!"}"#,
+        r#"{"id":"t2","source":"mtbench","category":"stem","prompt":"What is a comet?"}"#,
+        r#"{"id":"t3","source":"mtbench","category":"stem","prompt":"Why is the sky blue?"}"#,
+        r#"{"id":"t4","source":"chitchat","category":"chitchat-question","prompt":"How are you today?"}"#,
+        r#"{"id":"t5","source":"mtbench","category":"writing","prompt":"Write a haiku about rain."}"#,
     ];
     std::fs::write(&p, lines.join("\n") + "\n").unwrap();
     p
@@ -47,18 +47,34 @@ fn rows(out: &Path) -> Vec<Value> {
     std::fs::read_to_string(out.join("per_prompt.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
-/// The openers table of report.md: (words) → cells.
-fn report_table(out: &Path) -> BTreeMap<u64, Vec<String>> {
+/// The rows of the report.md table whose header starts with `header`, as cells.
+fn table(out: &Path, header: &str) -> Vec<Vec<String>> {
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     md.lines()
-        .skip_while(|l| !l.starts_with("| model | params | words"))
+        .skip_while(|l| !l.starts_with(header))
         .skip(2)
         .take_while(|l| l.starts_with('|'))
-        .map(|l| {
-            let cells: Vec<String> = l.trim_matches('|').split('|').map(|c| c.trim().to_string()).collect();
-            (cells[2].parse().unwrap(), cells)
-        })
+        .map(|l| l.trim_matches('|').split('|').map(|c| c.trim().to_string()).collect())
         .collect()
+}
+
+/// The openers table of report.md: (words) → cells.
+fn report_table(out: &Path) -> BTreeMap<u64, Vec<String>> {
+    table(out, "| model | params | words").into_iter().map(|cells| (cells[2].parse().unwrap(), cells)).collect()
+}
+
+/// The group a row is broken down by: MT-Bench by category, other sources as one group.
+fn category(r: &Value) -> String {
+    let k = if r["source"] == "mtbench" { "category" } else { "source" };
+    r[k].as_str().unwrap().to_string()
+}
+
+/// Mean LL (mean over prompts) and token-weighted acceptance of some rows, formatted as report.md does.
+fn ll_and_acceptance(rs: &[&Value]) -> (String, String) {
+    let lls: Vec<f64> = rs.iter().filter_map(|r| r["mean_ll"].as_f64()).collect();
+    let tok: u64 = rs.iter().map(|r| r["scored_tokens"].as_u64().unwrap()).sum();
+    let acc: u64 = rs.iter().map(|r| r["accepted"].as_u64().unwrap()).sum();
+    (format!("{:.4}", lls.iter().sum::<f64>() / lls.len() as f64), format!("{:.3}", acc as f64 / tok as f64))
 }
 
 #[test]
@@ -71,8 +87,8 @@ fn report_is_recomputed_from_the_rows() {
     }
     let rs = rows(&out);
     assert_eq!(rs.len(), 10, "5 prompts × 2 lengths");
-    let table = report_table(&out);
-    assert_eq!(table.len(), 2);
+    let openers = report_table(&out);
+    assert_eq!(openers.len(), 2);
     for w in [4u64, 8] {
         let g: Vec<&Value> = rs.iter().filter(|r| r["words"] == w).collect();
         let lls: Vec<f64> = g.iter().filter_map(|r| r["mean_ll"].as_f64()).collect();
@@ -80,7 +96,7 @@ fn report_is_recomputed_from_the_rows() {
         let mean_ll = lls.iter().sum::<f64>() / lls.len() as f64;
         let tok: u64 = g.iter().map(|r| r["scored_tokens"].as_u64().unwrap()).sum();
         let acc: u64 = g.iter().map(|r| r["accepted"].as_u64().unwrap()).sum();
-        let cells = &table[&w];
+        let cells = &openers[&w];
         assert_eq!(cells[4], "5");
         assert_eq!(cells[5], format!("{mean_ll:.4}"), "mean LL at {w} words");
         assert_eq!(cells[6], format!("{:.3}", acc as f64 / tok as f64), "acceptance at {w} words");
@@ -93,11 +109,25 @@ fn report_is_recomputed_from_the_rows() {
     assert_eq!(meta["models"][golden()]["model.safetensors"].as_str().unwrap().len(), 64, "sha256 of the weights");
     assert!(meta["machine"]["cores"].as_u64().unwrap() >= 1);
 
+    // By category: every (category, length) cell recomputed from the rows.
+    let by_cat = table(&out, "| category | model | words | n | mean LL");
+    let want: Vec<(&str, u64, usize)> = vec![("chitchat", 4, 2), ("chitchat", 8, 2), ("stem", 4, 2), ("stem", 8, 2), ("writing", 4, 1), ("writing", 8, 1)];
+    let mut got: Vec<(&str, u64, usize)> = by_cat.iter().map(|c| (c[0].as_str(), c[2].parse().unwrap(), c[3].parse().unwrap())).collect();
+    got.sort();
+    assert_eq!(got, want, "categories × lengths with their n");
+    for cells in &by_cat {
+        let w: u64 = cells[2].parse().unwrap();
+        let g: Vec<&Value> = rs.iter().filter(|r| category(r) == cells[0] && r["words"] == w).collect();
+        assert_eq!(ll_and_acceptance(&g), (cells[4].clone(), cells[5].clone()), "{} at {w} words", cells[0]);
+    }
+    assert!(!md.contains("Recovery modes per category"), "no mode shares without a continuator");
+
     // --report-only rewrites the same report from the rows.
     std::fs::remove_file(out.join("report.md")).unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_ulm")).args(["eval", "--report-only", "--out", out.to_str().unwrap()]).output().unwrap();
     assert!(o.status.success());
-    assert_eq!(report_table(&out), table);
+    assert_eq!(report_table(&out), openers);
+    assert_eq!(table(&out, "| category | model | words | n | mean LL"), by_cat);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -150,7 +180,7 @@ fn handoff_metrics_against_ulm_serve() {
         let h = &r["handoff"];
         assert!(h.is_object(), "handoff recorded: {r}");
         assert!(h["error"].is_null(), "handoff failed: {h}");
-        assert!(["fragment_completion", "clean_continuation", "self_repair_pivot"].contains(&h["mode"].as_str().unwrap()), "{h}");
+        assert!(["fragment_completion", "clean_continuation", "self_repair_pivot", "restart"].contains(&h["mode"].as_str().unwrap()), "{h}");
         assert!(h["cloud_first_token_ms"].as_f64().unwrap() > 0.0);
         assert!(h["done_ms"].as_f64().unwrap() >= h["opener_done_ms"].as_f64().unwrap());
         assert!(h["cont_ll"].as_f64().is_some(), "continuation scored: {h}");
@@ -158,5 +188,22 @@ fn handoff_metrics_against_ulm_serve() {
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("| model | words | n | fragment completion"), "{md}");
     assert!(out.join("recovery_modes.png").exists());
+
+    // Mode shares per category, recomputed from the rows (the binary under test wrote the modes
+    // with the classifier the report reruns, so they are the same labels).
+    let modes = ["fragment_completion", "clean_continuation", "self_repair_pivot", "restart"];
+    let by_cat = table(&out, "| category | model | words | n | fragment completion");
+    assert_eq!(by_cat.len(), 4, "chitchat and stem × 2 lengths in the first 3 prompts: {by_cat:?}");
+    for cells in &by_cat {
+        let w: u64 = cells[2].parse().unwrap();
+        let g: Vec<&Value> = rs.iter().filter(|r| category(r) == cells[0] && r["words"] == w).collect();
+        assert_eq!(cells[3], g.len().to_string());
+        for (i, m) in modes.iter().enumerate() {
+            let share = g.iter().filter(|r| r["handoff"]["mode"] == *m).count() as f64 / g.len() as f64;
+            assert_eq!(cells[4 + i], format!("{share:.2}"), "{m} share in {} at {w} words", cells[0]);
+        }
+        let restarts = g.iter().filter(|r| r["handoff"]["restart"] == true).count() as f64 / g.len() as f64;
+        assert_eq!(cells[10], format!("{restarts:.2}"));
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

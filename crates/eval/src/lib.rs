@@ -23,6 +23,10 @@ mod report;
 mod rows;
 
 pub use error::EvalError;
-pub use metrics::{Opener, Score, first_words, opener, params, repeats_opener, restarts, score, seed_of};
-pub use report::{Group, PAPER_POINTS, sha256_file, short, summarize, write_report};
+pub use metrics::{Opener, Score, first_words, opener, params, repeats_opener, score, seed_of};
+/// The restart flag of a handoff row: the handoff's own heuristic, so that the report's
+/// `restarts` and the engine's `restart` mode use one rule (measured against
+/// `data/eval/seams.jsonl` in `tests/seams.rs`).
+pub use ulm_handoff::recovery::restarts;
+pub use report::{Group, MODES, PAPER_POINTS, by_category, category_of, seam_labels, sha256_file, short, summarize, write_report};
 pub use rows::{HandoffRow, Row, read_rows};

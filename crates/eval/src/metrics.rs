@@ -120,25 +120,6 @@ pub fn repeats_opener(opener: &str, continuation: &str) -> bool {
     c.windows(3).any(|w| w == &o[..3])
 }
 
-/// Capitalized words that begin a new sentence rather than go on with one (proper nouns such as
-/// "France" after "The capital of" are a fine completion, so only these count).
-const SENTENCE_STARTS: &[&str] = &[
-    "the", "a", "an", "it", "its", "this", "that", "these", "those", "there", "here", "in", "to", "we", "you", "yes", "no",
-    "sure", "of", "as", "when", "if", "oh", "well", "certainly", "hello", "hi", "my", "our", "your", "what", "how", "why",
-    "let", "for", "title", "dear", "absolutely", "great", "thank", "thanks", "okay", "ok",
-];
-
-/// The opener stopped mid-sentence and the continuation starts over: its first word is a
-/// capitalized sentence opener ("The", "It", "Sure", ...). A heuristic; it misses restarts that
-/// begin with a proper noun and "I".
-pub fn restarts(opener: &str, continuation: &str) -> bool {
-    let o = opener.trim_end();
-    let mid = !o.is_empty() && !o.ends_with(['.', '!', '?', ':', '\n', '"', '>', ')', '*']);
-    let first = continuation.split_whitespace().next().unwrap_or("");
-    let bare: String = first.chars().take_while(|c| c.is_alphabetic()).collect();
-    mid && bare.chars().next().is_some_and(char::is_uppercase) && SENTENCE_STARTS.contains(&bare.to_lowercase().as_str())
-}
-
 /// The text up to the end of its `n`th word (leading whitespace kept).
 pub fn first_words(text: &str, n: usize) -> &str {
     let mut count = 0;
@@ -163,6 +144,7 @@ pub fn first_words(text: &str, n: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::restarts;
 
     #[test]
     fn repetition_restart_and_first_words() {

@@ -92,7 +92,7 @@ fn quality(path: &Path, groups: &[Group]) -> Res<()> {
 
 fn modes(path: &Path, groups: &[Group]) -> Res<()> {
     let gs: Vec<&Group> = groups.iter().filter(|g| g.handoffs > 0).collect();
-    let keys = ["fragment_completion", "clean_continuation", "self_repair_pivot", "none"];
+    let keys = crate::report::MODES;
     let root = BitMapBackend::new(path, (900, 450)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut c = ChartBuilder::on(&root)

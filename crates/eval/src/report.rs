@@ -3,8 +3,31 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use ulm_handoff::recovery;
+
 use crate::plots;
-use crate::{EvalError, Row, HandoffRow};
+use crate::{EvalError, HandoffRow, Row, repeats_opener};
+
+/// Recovery-mode keys of the report, in table order (`none`: no continuation).
+pub const MODES: &[&str] = &["fragment_completion", "clean_continuation", "self_repair_pivot", "restart", "none"];
+
+/// The breakdown group of a row: MT-Bench prompts by their category (writing, roleplay, ...),
+/// every other source as one group (chitchat, chatterbot), `–` when the row names neither.
+pub fn category_of(r: &Row) -> String {
+    let label = if r.source == "mtbench" || r.source.is_empty() { &r.category } else { &r.source };
+    if label.is_empty() { "–".into() } else { label.clone() }
+}
+
+/// The seam labels of a handoff row, recomputed from its texts with the current classifier
+/// (`ulm_handoff::recovery`): (mode, repeats the opener, restarts). A report rewritten after a
+/// classifier fix so uses the fix; the labels the run saw stay in per_prompt.jsonl.
+pub fn seam_labels(h: &HandoffRow) -> (String, bool, bool) {
+    let mode = match &h.mode {
+        Some(_) => recovery::classify(&h.opener, &h.continuation).as_str().to_string(),
+        None => "none".to_string(),
+    };
+    (mode, repeats_opener(&h.opener, &h.continuation), recovery::restarts(&h.opener, &h.continuation))
+}
 
 /// The paper's published GPT-4o judge scores (REFERENCE.md §4): *their* judge, not ours.
 pub const PAPER_POINTS: &[(&str, f64, f64)] = &[
@@ -125,9 +148,10 @@ pub fn summarize(rows: &[Row]) -> Vec<Group> {
             let acc: usize = rs.iter().map(|r| r.accepted).sum();
             let ok: Vec<&&Row> = rs.iter().filter(|r| r.error.is_none()).collect();
             let hs: Vec<&HandoffRow> = rs.iter().filter_map(|r| r.handoff.as_ref()).collect();
+            let labels: Vec<(String, bool, bool)> = hs.iter().map(|h| seam_labels(h)).collect();
             let mut modes = BTreeMap::new();
-            for h in &hs {
-                *modes.entry(h.mode.clone().unwrap_or_else(|| "none".into())).or_insert(0) += 1;
+            for (m, _, _) in &labels {
+                *modes.entry(m.clone()).or_insert(0) += 1;
             }
             let f = |g: fn(&HandoffRow) -> Option<f64>| hs.iter().filter_map(|h| g(h)).collect::<Vec<f64>>();
             let gaps = f(|h| h.gap_ms);
@@ -144,8 +168,8 @@ pub fn summarize(rows: &[Row]) -> Vec<Group> {
                 opener_ms: mean(&ok.iter().map(|r| r.opener_ms).collect::<Vec<_>>()),
                 peak_rss: rs.iter().filter_map(|r| r.peak_rss).max(),
                 handoffs: hs.len(),
-                repeats: hs.iter().filter(|h| h.repeats_opener).count(),
-                restarts: hs.iter().filter(|h| h.restart).count(),
+                repeats: labels.iter().filter(|l| l.1).count(),
+                restarts: labels.iter().filter(|l| l.2).count(),
                 modes,
                 cont_ll: mean(&f(|h| h.cont_ll)),
                 h_first_word_p50: pct(&f(|h| h.first_word_ms), 50.0),
@@ -172,6 +196,61 @@ pub fn short(m: &str) -> String {
 
 fn f(v: Option<f64>, prec: usize) -> String {
     v.map_or("–".into(), |v| format!("{v:.prec$}"))
+}
+
+// The mode shares of a group as table cells, in `MODES` order.
+fn mode_shares(g: &Group) -> String {
+    MODES.iter().map(|k| format!("{:.2}", *g.modes.get(*k).unwrap_or(&0) as f64 / g.handoffs as f64)).collect::<Vec<_>>().join(" | ")
+}
+
+/// Rows grouped by [`category_of`] (first-seen order), each summarized per model × length.
+pub fn by_category(rows: &[Row]) -> Vec<(String, Vec<Group>)> {
+    let mut cats: Vec<String> = Vec::new();
+    for r in rows {
+        let c = category_of(r);
+        if !cats.contains(&c) {
+            cats.push(c);
+        }
+    }
+    cats.into_iter()
+        .map(|c| {
+            let rs: Vec<Row> = rows.iter().filter(|r| category_of(r) == c).cloned().collect();
+            let groups = summarize(&rs);
+            (c, groups)
+        })
+        .collect()
+}
+
+// The per-category tables of report.md: opener LL and acceptance, and with a continuator the mode shares.
+fn category_section(rows: &[Row]) -> String {
+    let cats = by_category(rows);
+    let mut md = String::from("\n## By category\n\n");
+    md += "MT-Bench prompts by their category, every other source (chitchat, chatterbot) as one group. Same definitions as above; \
+small groups (n = 10 per MT-Bench category on the dev set) move a lot from run to run.\n\n";
+    md += "| category | model | words | n | mean LL | acceptance |\n|---|---|---|---|---|---|\n";
+    for (c, gs) in &cats {
+        for g in gs {
+            md += &format!("| {c} | {} | {} | {} | {} | {} |\n", short(&g.model), g.words, g.n, f(g.mean_ll, 4), f(g.acceptance, 3));
+        }
+    }
+    if cats.iter().any(|(_, gs)| gs.iter().any(|g| g.handoffs > 0)) {
+        md += "\nRecovery modes per category (shares of the handoffs):\n\n";
+        md += "| category | model | words | n | fragment completion | clean continuation | self-repair pivot | restart | none | repeats | restarts |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+        for (c, gs) in &cats {
+            for g in gs.iter().filter(|g| g.handoffs > 0) {
+                md += &format!(
+                    "| {c} | {} | {} | {} | {} | {:.2} | {:.2} |\n",
+                    short(&g.model),
+                    g.words,
+                    g.handoffs,
+                    mode_shares(g),
+                    g.repeats as f64 / g.handoffs as f64,
+                    g.restarts as f64 / g.handoffs as f64,
+                );
+            }
+        }
+    }
+    md
 }
 
 /// Writes report.md and the plots from the rows.
@@ -203,22 +282,20 @@ pub fn write_report(dir: &Path, rows: &[Row]) -> Result<(), EvalError> {
     if groups.iter().all(|g| g.handoffs == 0) {
         md += "skipped: no continuator configured (`--cloud URL --provider NAME`).\n";
     } else {
-        md += "Modes from the engine's classifier. Repeats: the continuation contains the opener's first 3 words again. ";
-        md += "Restarts: the opener stopped mid-sentence and the continuation starts with a capitalized word. ";
+        md += "Modes: the recovery classifier of `ulm_handoff::recovery`, rerun on the texts when the report is written; `restart` is the contract broken (the opener \
+stopped mid-sentence and the continuation began the answer again), `none` no continuation. Repeats: the continuation contains the opener's first 3 words again. ";
+        md += "Restarts: `ulm_handoff::recovery::restarts` (the continuation restates the unfinished opener's first words or starts with a capitalized sentence opener), \
+whether or not a pivot marker also follows. ";
         md += "Cont LL: the scorer's mean per-token log-likelihood of the first 8 continuation words given prompt + opener. Times in ms since the message (p50 unless said). Wait after opener: opener complete → first continuation word. \
 Gap: opener *shown* → first continuation word, where the opener counts as shown once spoken at the handoff config's `words_per_second` (default 2.5; see meta.json), 0 when the cloud was in time.\n\n";
-        md += "| model | words | n | fragment completion | clean continuation | self-repair pivot | none | repeats | restarts | cont LL | first word | cloud first token | wait after opener | gap p50 | gap p90 | total |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+        md += "| model | words | n | fragment completion | clean continuation | self-repair pivot | restart | none | repeats | restarts | cont LL | first word | cloud first token | wait after opener | gap p50 | gap p90 | total |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
         for g in groups.iter().filter(|g| g.handoffs > 0) {
-            let share = |k: &str| format!("{:.2}", *g.modes.get(k).unwrap_or(&0) as f64 / g.handoffs as f64);
             md += &format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} |\n",
                 short(&g.model),
                 g.words,
                 g.handoffs,
-                share("fragment_completion"),
-                share("clean_continuation"),
-                share("self_repair_pivot"),
-                share("none"),
+                mode_shares(g),
                 g.repeats as f64 / g.handoffs as f64,
                 g.restarts as f64 / g.handoffs as f64,
                 f(g.cont_ll, 4),
@@ -231,6 +308,7 @@ Gap: opener *shown* → first continuation word, where the opener counts as show
             );
         }
     }
+    md += &category_section(rows);
     md += "\n## LLM judge\n\n";
     if groups.iter().all(|g| g.judged == 0) {
         md += "skipped: no judge configured (`--judge URL --judge-model M`).\n";

@@ -20,7 +20,7 @@ pub struct HandoffRow {
     pub mode: Option<String>,
     /// The continuation contains the opener's first 3 words again.
     pub repeats_opener: bool,
-    /// The opener stopped mid-sentence and the continuation starts a new sentence (capitalized).
+    /// The opener stopped mid-sentence and the continuation began the answer again ([`crate::restarts`]).
     pub restart: bool,
     /// Scorer's mean log-likelihood per token of the first 8 continuation words given prompt + opener.
     pub cont_ll: Option<f64>,
