@@ -20,8 +20,9 @@ pub struct ModelArgs {
     /// Model: a .gguf file, a Hugging Face folder, or a name (ulm-8m, ulm-30m, smollm2).
     #[arg(long)]
     pub model: Option<String>,
-    /// Weight storage: native (as stored), f32, or int8 (quantize f32/f16 matrices at load).
-    #[arg(long, default_value = "native")]
+    /// Weight storage: auto (int8 for a float μLM folder, as stored for GGUF), native (as
+    /// stored), f32, or int8 (quantize f32/f16 matrices at load).
+    #[arg(long, default_value = "auto")]
     pub precision: String,
     /// Threads for matrix products.
     #[arg(long, default_value_t = 1)]

@@ -58,20 +58,32 @@ pub fn resolve(model: Option<&str>) -> Result<PathBuf> {
     }
 }
 
-/// Parses `--precision`.
+/// Parses `--precision` (`auto` is resolved per model by [`precision_for`]).
 pub fn precision(s: &str) -> Result<Precision> {
     Ok(match s {
         "native" => Precision::Native,
         "f32" => Precision::F32,
         "int8" | "q8" => Precision::Int8,
-        _ => bail!("unknown precision `{s}`: use native, f32 or int8"),
+        "auto" => bail!("precision `auto` needs the model: use precision_for"),
+        _ => bail!("unknown precision `{s}`: use auto, native, f32 or int8"),
     })
+}
+
+/// `--precision` for the model at `path`: `auto` is int8 for a Hugging Face folder (the μLM's
+/// float checkpoint becomes the fast row-scaled int8 path) and as stored for a GGUF file (already
+/// quantized by its maker); anything else as [`precision`] parses it.
+pub fn precision_for(s: &str, path: &Path) -> Result<Precision> {
+    match s {
+        "auto" if path.is_dir() => Ok(Precision::Int8),
+        "auto" => Ok(Precision::Native),
+        other => precision(other),
+    }
 }
 
 /// Loads the model named by `--model` with a context cap.
 pub fn load(model: Option<&str>, prec: &str, max_seq: usize) -> Result<LoadedModel> {
     let path = resolve(model)?;
-    Ok(LoadedModel::open(&path, precision(prec)?, Some(max_seq))?)
+    Ok(LoadedModel::open(&path, precision_for(prec, &path)?, Some(max_seq))?)
 }
 
 /// Peak resident memory of this process in bytes (VmHWM), where the OS tells it.

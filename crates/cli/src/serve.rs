@@ -39,8 +39,8 @@ pub struct Args {
     /// Model served as the local cloud.
     #[arg(long, default_value = "smollm2")]
     pub cloud_model: String,
-    /// Weight storage: native, f32 or int8.
-    #[arg(long, default_value = "native")]
+    /// Weight storage: auto (int8 for a float μLM folder, as stored for GGUF), native, f32 or int8.
+    #[arg(long, default_value = "auto")]
     pub precision: String,
     /// Context length of a session.
     #[arg(long, default_value_t = 2048)]
@@ -111,8 +111,10 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let edge_path = models::resolve(a.model.as_deref())?;
     let cloud_path = models::resolve(Some(&a.cloud_model))?;
-    let prec = models::precision(&a.precision)?;
-    let load = |p: &PathBuf| ulm_runtime::generate::LoadedModel::open(p, prec, Some(a.ctx)).with_context(|| format!("loading {}", p.display()));
+    let load = |p: &PathBuf| -> Result<ulm_runtime::generate::LoadedModel> {
+        let prec = models::precision_for(&a.precision, p)?;
+        ulm_runtime::generate::LoadedModel::open(p, prec, Some(a.ctx)).with_context(|| format!("loading {}", p.display()))
+    };
     let edge_lm = load(&edge_path)?;
     let edge_id = model_id(a.model.as_deref(), &edge_lm.name);
     let cloud_id = model_id(Some(&a.cloud_model), &edge_lm.name);
