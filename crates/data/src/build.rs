@@ -339,15 +339,7 @@ pub fn stats_by_name(m: &Manifest) -> BTreeMap<&str, &SourceStats> {
 mod tests {
     use super::*;
     use crate::shards::read_shard;
-
-    fn chat(source: &'static str, id: &str, texts: &[&str]) -> Document {
-        let turns = texts
-            .iter()
-            .enumerate()
-            .map(|(k, t)| Turn { role: if k % 2 == 0 { Role::User } else { Role::Assistant }, text: t.to_string() })
-            .collect();
-        Document { source, id: id.into(), body: Body::Chat(turns) }
-    }
+    use crate::testutil::chat;
 
     fn text(id: &str, t: &str) -> Document {
         Document { source: "wordnet", id: id.into(), body: Body::Text(t.into()) }

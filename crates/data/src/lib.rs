@@ -64,6 +64,18 @@ pub(crate) fn read(path: &std::path::Path) -> Result<String> {
 
 #[cfg(test)]
 pub(crate) mod testutil {
+    use crate::{Body, Document, Role, Turn};
+
+    /// A chat document whose turns alternate user, assistant, user, ... from `texts`.
+    pub fn chat(source: &'static str, id: &str, texts: &[&str]) -> Document {
+        let turns = texts
+            .iter()
+            .enumerate()
+            .map(|(k, t)| Turn { role: if k % 2 == 0 { Role::User } else { Role::Assistant }, text: t.to_string() })
+            .collect();
+        Document { source, id: id.into(), body: Body::Chat(turns) }
+    }
+
     /// A fresh, empty folder under the system temp dir, unique to this process and `name`.
     pub fn temp_dir(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("ulm-data-test-{}-{name}", std::process::id()));

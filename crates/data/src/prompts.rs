@@ -117,16 +117,7 @@ pub fn distill_prompts(docs: &[Document], synsets: &[Synset], split: Split, min_
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::Turn;
-
-    fn chat(source: &'static str, id: &str, texts: &[&str]) -> Document {
-        let turns = texts
-            .iter()
-            .enumerate()
-            .map(|(k, t)| Turn { role: if k % 2 == 0 { Role::User } else { Role::Assistant }, text: t.to_string() })
-            .collect();
-        Document { source, id: id.into(), body: Body::Chat(turns) }
-    }
+    use crate::testutil::chat;
 
     #[test]
     fn prompts_respect_the_split_and_are_unique() {
