@@ -147,11 +147,14 @@ const RESTATED_WORDS: usize = 3;
 /// assert!(!restarts("The capital of France is", " Paris."));
 /// assert!(!restarts("My favourite book is", " The Hobbit, by Tolkien."));
 /// assert!(!restarts("Paris is the capital.", " The city lies on the Seine."), "a finished opener is not restarted");
+/// assert!(!restarts("1. **The Starry Night** by Salvador Dali -", " This iconic painting shows a dream."));
 /// ```
 pub fn restarts(opener: &str, continuation: &str) -> bool {
     let o = opener.trim_end();
-    // Mid-sentence: the opener does not end a sentence, a clause list (":"), a line, or a quote.
-    if o.is_empty() || ends_sentence(o) || o.ends_with(['\n', '"', '”', '>', ')', '*']) {
+    // Mid-sentence: the opener does not end a sentence, a clause list (":"), a line, a quote, or
+    // a dash that opens a new clause ("1. **The Starry Night** by Salvador Dali -" + " This iconic
+    // painting ...", a false restart seen in `ulm eval` with SmolLM2).
+    if o.is_empty() || ends_sentence(o) || o.ends_with(['\n', '"', '”', '>', ')', '*', '—', '–']) || o.ends_with(" -") {
         return false;
     }
     let cont: Vec<&str> = continuation.split_whitespace().collect();
