@@ -282,7 +282,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let prompts = read_prompts(&a.prompts, a.limit)?;
     let opener_path = models::resolve(a.model.as_deref())?;
-    let lm = models::load(a.model.as_deref(), "native", a.ctx)?;
+    let lm = models::load(a.model.as_deref(), "auto", a.ctx)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let http = reqwest::Client::new();
     let load_before = loadavg();

@@ -72,6 +72,9 @@ impl Cloud {
         }
         let client = reqwest::Client::builder()
             .connect_timeout(cfg.timeouts.connect)
+            // A redirect would carry the conversation (and the API key header) to a host the
+            // configuration never named: a 3xx is an error instead.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| HandoffError::Client(chain(&e)))?;
         Ok(Cloud { client, headers, timeouts: cfg.timeouts })

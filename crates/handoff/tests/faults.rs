@@ -243,6 +243,18 @@ async fn client_error_is_not_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_not_followed() {
+    let elsewhere = FaultServer::start(vec![Step::chat(&[" Paris."])]).await;
+    let location = format!("{}/chat/completions", elsewhere.url);
+    let server = FaultServer::start(vec![Step::Status { status: 307, headers: vec![("Location".into(), location)], body: "{}".into() }]).await;
+    let (reply, events) = run(config(&server.url, ProviderKind::Prefill), &mut opener()).await;
+    assert!(reply.error.is_some(), "a redirect is an error");
+    assert_eq!(elsewhere.requests().len(), 0, "nothing reached the redirect target");
+    assert!(reply.text.starts_with("The capital of France is"), "the opener shown is kept: {}", reply.text);
+    assert!(shown(&events).starts_with("The capital of France is"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_honours_retry_after() {
     let server = FaultServer::start(vec![Step::rate_limited(1), Step::chat(&[" Paris."])]).await;
     let (reply, _) = run(config(&server.url, ProviderKind::Prefill), &mut opener()).await;
