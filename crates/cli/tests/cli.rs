@@ -72,7 +72,7 @@ fn bad_input_gets_one_line_errors_that_say_what_to_do() {
 
     let out = ulm().args(["generate", "--precision", "int3", "--model", golden().to_str().unwrap(), "hi"]).output().unwrap();
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(!out.status.success() && err.contains("use native, f32 or int8"), "{err}");
+    assert!(!out.status.success() && err.contains("use auto, native, f32 or int8"), "{err}");
 
     // A truncated model file names the file and the problem.
     let dir = std::env::temp_dir().join(format!("ulm-cli-trunc-{}", std::process::id()));
