@@ -138,13 +138,7 @@ impl QActs {
     /// Quantizes `x` (rows of `cols` values) with one scale per row into `rqs` / `rd`.
     pub fn quantize_rows(&mut self, x: &[f32], cols: usize) {
         for (r, row) in x.chunks_exact(cols).enumerate() {
-            let amax = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let d = amax / 127.0;
-            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-            for (q, &v) in self.rqs[r * cols..(r + 1) * cols].iter_mut().zip(row) {
-                *q = round_even(v * id) as i8;
-            }
-            self.rd[r] = d;
+            self.rd[r] = quantize_symmetric(row, &mut self.rqs[r * cols..(r + 1) * cols]);
         }
     }
 
@@ -183,16 +177,21 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
     half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
+/// Quantizes `x` into `qs` with one symmetric scale (`max|x| / 127`, round to nearest, ties to
+/// even) and returns the scale.
+fn quantize_symmetric(x: &[f32], qs: &mut [i8]) -> f32 {
+    let d = x.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0;
+    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+    for (q, &v) in qs.iter_mut().zip(x) {
+        *q = round_even(v * id) as i8;
+    }
+    d
+}
+
 /// Quantizes one row of f32 into int8 blocks (symmetric, round to nearest).
 pub fn quantize_row_q8(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
     for (b, chunk) in x.chunks_exact(BLOCK).enumerate() {
-        let amax = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let scale = amax / 127.0;
-        let id = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-        for (q, &v) in qs[b * BLOCK..(b + 1) * BLOCK].iter_mut().zip(chunk) {
-            *q = round_even(v * id) as i8;
-        }
-        d[b] = scale;
+        d[b] = quantize_symmetric(chunk, &mut qs[b * BLOCK..(b + 1) * BLOCK]);
     }
 }
 
@@ -327,12 +326,7 @@ impl Weight {
         let mut row = vec![0.0; cols];
         for r in 0..rows {
             self.row_f32(r, &mut row);
-            let amax = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            d[r] = amax / 127.0;
-            let id = if d[r] > 0.0 { 1.0 / d[r] } else { 0.0 };
-            for (q, &v) in qs[r * cols..(r + 1) * cols].iter_mut().zip(&row) {
-                *q = round_even(v * id) as i8;
-            }
+            d[r] = quantize_symmetric(&row, &mut qs[r * cols..(r + 1) * cols]);
         }
         Weight::Q8Row { rows, cols, qs, d }
     }
