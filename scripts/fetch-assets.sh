@@ -50,7 +50,7 @@ fi
 if [ ! -x "$ASSETS/venv/bin/python" ] || ! "$ASSETS/venv/bin/python" -c 'import xllamacpp' 2>/dev/null; then
   say "pip install xllamacpp into $ASSETS/venv"
   python3 -m venv "$ASSETS/venv"
-  "$ASSETS/venv/bin/pip" install --quiet xllamacpp==2026.10.11549 >&2
+  "$ASSETS/venv/bin/pip" install --quiet --no-cache-dir xllamacpp==2026.10.11549 >&2
 fi
 [ "$what" = models ] && exit 0
 

@@ -6,6 +6,6 @@ cd "$(dirname "$0")/.."
 if [ ! -x train/.venv/bin/python ]; then
   python3 -m venv train/.venv
 fi
-train/.venv/bin/python -m pip install --quiet --upgrade pip >&2 || true
-train/.venv/bin/python -m pip install --quiet -r train/requirements.txt >&2
+train/.venv/bin/python -m pip install --quiet --no-cache-dir --upgrade pip >&2 || true
+train/.venv/bin/python -m pip install --quiet --no-cache-dir -r train/requirements.txt >&2
 train/.venv/bin/python -c 'import torch, safetensors, numpy; print("torch", torch.__version__)'

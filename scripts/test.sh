@@ -5,7 +5,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 log=$(mktemp)
 fail=0
-step() { printf '\n== %s ==\n' "$*"; }
+# CI's disk is small: no incremental caches, and each step reports the free space it left.
+export CARGO_INCREMENTAL=0
+step() { printf '\n== %s ==  (disk free: %s)\n' "$*" "$(df -h --output=avail . | tail -1 | tr -d ' ')"; }
 
 step "assets (SmolLM2, data, llama.cpp peer)"
 scripts/fetch-assets.sh || exit 1

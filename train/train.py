@@ -36,7 +36,8 @@ DEFAULTS = dict(
     out=(None, "run directory: ckpt.pt, log.jsonl, loss.png; resumed from when ckpt.pt exists (required)"),
     preset=("micro_8m", "the one size knob: micro_8m | micro_15m | micro_30m | tiny (tests)"),
     stage=("lm", "lm: language modelling; sft: chat SFT, usually with --init"),
-    init=(None, "start from the weights of this checkpoint (file or run directory); its shape wins"),
+    init=(None, "start from these weights: a checkpoint (file or run directory) or an exported model "
+                "folder (config.json + model.safetensors, e.g. models/ulm-8m); its shape wins"),
     seq_len=(256, "tokens per training window"),
     batch_size=(16, "windows per micro-batch"),
     grad_accum=(1, "micro-batches per optimizer step"),
@@ -147,6 +148,18 @@ def save_checkpoint(path: str, state: dict):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def load_init(path: str) -> dict:
+    """Weights for --init: a training checkpoint, or an export folder (the shipped models), so a run
+    can continue from committed weights when the checkpoints did not survive."""
+    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "ckpt.pt")) \
+            and os.path.exists(os.path.join(path, "model.safetensors")):
+        from export import load_hf
+
+        model = load_hf(path)
+        return {"model_config": model.cfg.to_dict(), "model": model.state_dict()}
+    return load_checkpoint(path)
 
 
 def load_checkpoint(path: str) -> dict:
@@ -354,7 +367,7 @@ def main(argv=None) -> int:
 
     # Model: resume > init > preset
     resume = load_checkpoint(ckpt_path) if os.path.exists(ckpt_path) else None
-    init = load_checkpoint(args.init) if args.init and resume is None else None
+    init = load_init(args.init) if args.init and resume is None else None
     if resume is not None:
         cfg = ModelConfig(**resume["model_config"])
     elif init is not None:

@@ -60,6 +60,23 @@ def test_export_f32_round_trips_exactly(run_dir, tmp_path):
         assert torch.equal(original(torch.tensor([ids])), loaded(torch.tensor([ids])))
 
 
+def test_init_from_an_export_folder_starts_from_its_weights(run_dir, tmp_path, data_dir):
+    """Committed weights can seed a new run when the checkpoints are gone (--init models/ulm-8m)."""
+    out = tmp_path / "export"
+    export(str(run_dir), str(out), "f32")
+    init = train.load_init(str(out))
+    original, _ = load_ckpt_model(str(run_dir))
+    assert init["model_config"] == original.cfg.to_dict()
+    assert all(torch.equal(init["model"][k], v) for k, v in original.state_dict().items())
+    # and a run actually starts from them: one warm-up step moves no weight by more than ~lr/200
+    sft = tmp_path / "sft"
+    assert train.main(["--data", str(data_dir), "--out", str(sft), "--init", str(out), "--seq-len", "32",
+                       "--batch-size", "4", "--max-steps", "1", "--eval-every", "0", "--threads", "1"]) == 0
+    after, _ = load_ckpt_model(str(sft))
+    moved = max((after.state_dict()[k] - v).abs().max().item() for k, v in init["model"].items())
+    assert 0 < moved < 1e-4
+
+
 def test_export_f16_and_untied(tmp_path, data_dir):
     cfg = ModelConfig.preset("tiny", vocab_size=FIXTURE_VOCAB, tie_word_embeddings=False)
     model = Transformer(cfg)
