@@ -41,6 +41,9 @@ pub struct Args {
     temperature: f32,
     #[arg(long, default_value_t = 0.9)]
     top_p: f32,
+    /// Ask the prompts of this source first (e.g. `instruct`), then the rest in the usual mix.
+    #[arg(long)]
+    prefer: Option<String>,
     /// Stop after this many new records (default: the whole prompt set).
     #[arg(long)]
     limit: Option<usize>,
@@ -127,7 +130,14 @@ pub fn run(a: Args) -> Result<()> {
         return Ok(());
     }
     let done: HashSet<String> = read_records(&a.corpus, &a.out)?.into_iter().map(|r| r.id).collect();
-    let todo: Vec<Prompt> = prompts.iter().filter(|p| !done.contains(&p.id)).cloned().take(a.limit.unwrap_or(usize::MAX)).collect();
+    let mut todo: Vec<Prompt> = prompts.iter().filter(|p| !done.contains(&p.id)).cloned().collect();
+    if let Some(src) = &a.prefer {
+        if !todo.iter().any(|p| &p.source == src) {
+            bail!("--prefer {src}: no unanswered prompt has that source (sources: chitchat, chatterbot, wordnet-q, instruct)");
+        }
+        todo.sort_by_key(|p| &p.source != src); // stable: each part keeps its mix
+    }
+    todo.truncate(a.limit.unwrap_or(usize::MAX));
     eprintln!("{} prompts, {} answered, {} to ask {}", prompts.len(), done.len(), todo.len(), a.teacher);
     if let Some(dir) = a.out.parent() {
         std::fs::create_dir_all(dir)?;

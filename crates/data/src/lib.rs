@@ -13,6 +13,7 @@ pub mod build;
 pub mod clean;
 pub mod distilled;
 pub mod eval;
+pub mod instruct;
 pub mod prompts;
 pub mod render;
 pub mod shards;

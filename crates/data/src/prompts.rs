@@ -1,5 +1,6 @@
-//! The prompt set for distillation: user turns from chitchat and chatterbot, and questions
-//! generated from WordNet lemmas that people actually use (seen in the chitchat chats).
+//! The prompt set for distillation: user turns from chitchat and chatterbot, questions
+//! generated from WordNet lemmas that people actually use (seen in the chitchat chats), and
+//! task-style requests (`instruct`: writing, maths, code, rewriting; see [`crate::instruct`]).
 //!
 //! Prompts inherit the split of their document (WordNet questions: of their lemma), so a
 //! held-out document never reaches the teacher's training replies.
@@ -7,6 +8,7 @@
 use std::collections::HashMap;
 
 use crate::clean::dedup_by;
+use crate::instruct::instruct_prompts;
 use crate::sources::{Body, Document, Role, Synset};
 use crate::split::{Split, fnv1a, split_of};
 
@@ -61,10 +63,23 @@ fn question(pos: char, w: &str) -> String {
     }
 }
 
+/// Chitchat count a verb needs before it gets a task-style request.
+const MIN_VERB_COUNT: u32 = 30;
+
 /// Builds the prompt set of `split`, deduplicated and interleaved across sources so that any
 /// prefix of it is a fair mix (a distillation run that stops early is still balanced).
 pub fn distill_prompts(docs: &[Document], synsets: &[Synset], split: Split, min_lemma_count: u32) -> Vec<Prompt> {
-    let mut by_source: Vec<Vec<Prompt>> = vec![Vec::new(), Vec::new(), Vec::new()];
+    let mut by_source: Vec<Vec<Prompt>> = vec![Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    // Passages for rewriting requests: the second turn of training chats, of a sentence's length.
+    let mut passages = Vec::new();
+    for d in docs.iter().filter(|d| d.source == "chitchat" && d.split() == Split::Train) {
+        if let Body::Chat(turns) = &d.body
+            && let Some(t) = turns.get(1)
+            && (6..=25).contains(&words(&t.text))
+        {
+            passages.push((d.id.clone(), 1, t.text.clone()));
+        }
+    }
     for d in docs.iter().filter(|d| d.split() == split) {
         let Body::Chat(turns) = &d.body else { continue };
         for (k, t) in turns.iter().enumerate() {
@@ -87,6 +102,7 @@ pub fn distill_prompts(docs: &[Document], synsets: &[Synset], split: Split, min_
     }
     let counts = word_counts(docs);
     let mut seen_lemma = std::collections::HashSet::new();
+    let mut lemmas = Vec::new();
     for s in synsets {
         let Some(w) = s.words.first() else { continue };
         let w = w.to_lowercase();
@@ -95,11 +111,22 @@ pub fn distill_prompts(docs: &[Document], synsets: &[Synset], split: Split, min_
             continue;
         }
         let key = format!("{}:{w}", s.pos);
-        if !seen_lemma.insert(key.clone()) || split_of("wordnet-q", &key) != split {
+        if !seen_lemma.insert(key.clone()) {
+            continue;
+        }
+        // Verbs only when common: WordNet's rarer verbs are mostly nouns ("to garage").
+        if s.pos == 'n' || s.pos == 'v' && counts.get(&w).copied().unwrap_or(0) >= MIN_VERB_COUNT {
+            lemmas.push((s.pos, w.clone()));
+        }
+        if split_of("wordnet-q", &key) != split {
             continue;
         }
         by_source[2].push(Prompt { id: format!("wordnet-q:{key}"), source: "wordnet-q".into(), text: question(s.pos, &w) });
     }
+    by_source[3] = instruct_prompts(&lemmas, &passages, split)
+        .into_iter()
+        .map(|(id, text)| Prompt { id, source: "instruct".into(), text })
+        .collect();
     // Spread each source evenly over the whole list: order by (rank within source) / (size).
     let mut all: Vec<(f64, Prompt)> = Vec::new();
     for list in &mut by_source {
