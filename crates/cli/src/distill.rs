@@ -182,7 +182,7 @@ async fn ask_all(a: Args, todo: Vec<Prompt>) -> Result<()> {
         bar.inc(1);
     }
     bar.finish();
-    eprintln!("{} teacher tokens in {:.0} s", tokens.load(std::sync::atomic::Ordering::Relaxed), start.elapsed().as_secs_f64());
+    eprintln!("{} teacher tokens in {:.2} s", tokens.load(std::sync::atomic::Ordering::Relaxed), start.elapsed().as_secs_f64());
     Ok(())
 }
 
