@@ -217,91 +217,173 @@ impl WordCounter {
 /// the session already holds are skipped (multi-turn chat pays only for the new turn).
 /// `on_piece` receives text as it is produced and returns `false` to stop.
 pub fn generate(lm: &LoadedModel, session: &mut Session, prompt: &[u32], opts: &GenerateOptions, on_piece: &mut dyn FnMut(Piece<'_>) -> bool) -> Result<Generation> {
-    let start = Instant::now();
-    let model = &lm.model;
-    if prompt.is_empty() {
-        return Err(Error::Request("empty prompt: give at least one token".into()));
+    let mut g = Generator::start(lm, session, prompt, opts)?;
+    while let Some(token) = g.step(session, on_piece)? {
+        lm.model.forward(session, &[token])?;
     }
-    // Keep at least the last prompt token to feed: its logits start the reply.
-    let reuse = session.common_prefix(prompt).min(prompt.len() - 1);
-    session.truncate(reuse);
-    let feed = &prompt[reuse..];
-    if session.pos() + feed.len() >= session.max_seq() {
-        return Err(Error::Request(format!(
-            "prompt of {} tokens does not fit the context of {} tokens; shorten the conversation",
-            prompt.len(),
-            session.max_seq()
-        )));
+    g.finish(on_piece)
+}
+
+/// [`generate`] one step at a time, for callers that feed the sampled tokens themselves — a
+/// server stepping many sessions in one [`Model::forward_batch`](crate::Model::forward_batch):
+///
+/// ```no_run
+/// # use ulm_runtime::generate::*; use ulm_runtime::Session;
+/// # fn f(lm: &LoadedModel, session: &mut Session, prompt: &[u32]) -> ulm_runtime::Result<()> {
+/// let opts = GenerateOptions::default();
+/// let mut g = Generator::start(lm, session, prompt, &opts)?; // prefill
+/// while let Some(token) = g.step(session, &mut |p| { print!("{}", p.text); true })? {
+///     lm.model.forward(session, &[token])?; // or one row of a batched pass
+/// }
+/// let out = g.finish(&mut |p| { print!("{}", p.text); true })?;
+/// # Ok(()) }
+/// ```
+pub struct Generator<'a> {
+    lm: &'a LoadedModel,
+    start: Instant,
+    max_tokens: usize,
+    words_limit: Option<usize>,
+    sampler: Sampler,
+    decoder: StreamDecoder,
+    words: WordCounter,
+    recent: Vec<u32>,
+    steps: usize,
+    done: bool,
+    out: Generation,
+}
+
+impl<'a> Generator<'a> {
+    /// Feeds the part of `prompt` that `session` does not hold yet (the prefill); the session's
+    /// logits then give the first token.
+    pub fn start(lm: &'a LoadedModel, session: &mut Session, prompt: &[u32], opts: &GenerateOptions) -> Result<Generator<'a>> {
+        let start = Instant::now();
+        if prompt.is_empty() {
+            return Err(Error::Request("empty prompt: give at least one token".into()));
+        }
+        // Keep at least the last prompt token to feed: its logits start the reply.
+        let reuse = session.common_prefix(prompt).min(prompt.len() - 1);
+        session.truncate(reuse);
+        let feed = &prompt[reuse..];
+        if session.pos() + feed.len() >= session.max_seq() {
+            return Err(Error::Request(format!(
+                "prompt of {} tokens does not fit the context of {} tokens; shorten the conversation",
+                prompt.len(),
+                session.max_seq()
+            )));
+        }
+        lm.model.forward(session, feed)?;
+        let prefill = start.elapsed();
+        let mut recent = Vec::with_capacity(prompt.len() + opts.max_tokens);
+        recent.extend_from_slice(prompt);
+        Ok(Generator {
+            lm,
+            start,
+            max_tokens: opts.max_tokens,
+            words_limit: opts.words,
+            sampler: Sampler::new(opts.sampling.clone(), lm.model.config().vocab_size),
+            decoder: StreamDecoder::new(&lm.tokenizer),
+            words: WordCounter::default(),
+            recent,
+            steps: 0,
+            done: false,
+            out: Generation {
+                text: String::new(),
+                tokens: Vec::with_capacity(opts.max_tokens),
+                stop: StopReason::MaxTokens,
+                prompt_tokens: feed.len(),
+                prefill,
+                first_piece: None,
+                words_done: None,
+                total: Duration::ZERO,
+                logprobs: Vec::with_capacity(opts.max_tokens),
+                entropies: Vec::with_capacity(opts.max_tokens),
+            },
+        })
     }
-    model.forward(session, feed)?;
-    let prefill = start.elapsed();
-    let mut sampler = Sampler::new(opts.sampling.clone(), model.config().vocab_size);
-    let mut decoder = StreamDecoder::new(&lm.tokenizer);
-    let mut words = WordCounter::default();
-    let mut out = Generation {
-        text: String::new(),
-        tokens: Vec::with_capacity(opts.max_tokens),
-        stop: StopReason::MaxTokens,
-        prompt_tokens: feed.len(),
-        prefill,
-        first_piece: None,
-        words_done: None,
-        total: Duration::ZERO,
-        logprobs: Vec::with_capacity(opts.max_tokens),
-        entropies: Vec::with_capacity(opts.max_tokens),
-    };
-    let mut recent: Vec<u32> = prompt.to_vec();
-    for _ in 0..opts.max_tokens {
+
+    /// Samples the next token from `session`'s logits, streams its text and applies the stop
+    /// rules. `Some(token)`: feed it to the session (one forward step) and call again; `None`:
+    /// the generation is over, call [`Generator::finish`].
+    pub fn step(&mut self, session: &Session, on_piece: &mut dyn FnMut(Piece<'_>) -> bool) -> Result<Option<u32>> {
+        if self.done || self.steps >= self.max_tokens {
+            self.done = true;
+            return Ok(None);
+        }
+        self.steps += 1;
+        let out = &mut self.out;
         let logits = session.logits();
-        let token = sampler.sample(logits, &recent);
+        let token = self.sampler.sample(logits, &self.recent);
         let (lp, ent) = logprob_entropy(logits, token);
-        if lm.tokenizer.is_end_of_turn(token) {
+        if self.lm.tokenizer.is_end_of_turn(token) {
             out.stop = StopReason::EndOfTurn;
-            break;
+            self.done = true;
+            return Ok(None);
         }
         out.tokens.push(token);
         out.logprobs.push(lp);
         out.entropies.push(ent);
-        recent.push(token);
-        if let Some(text) = decoder.push(token)? {
-            if let Some(cut) = words.push(&text, opts.words) {
+        self.recent.push(token);
+        if let Some(text) = self.decoder.push(token)? {
+            if let Some(cut) = self.words.push(&text, self.words_limit) {
                 // Word N+1 began inside this piece: keep only what belongs to word N.
                 let keep = cut.saturating_sub(out.text.len());
                 let tail = &text[..keep.min(text.len())];
                 if !tail.is_empty() {
                     out.text.push_str(tail);
-                    on_piece(Piece { text: tail, at: start.elapsed(), words: words.words() - 1 });
+                    on_piece(Piece { text: tail, at: self.start.elapsed(), words: self.words.words() - 1 });
                 }
-                out.words_done = Some(start.elapsed());
+                out.words_done = Some(self.start.elapsed());
                 out.stop = StopReason::Words;
-                break;
+                self.done = true;
+                return Ok(None);
             }
             out.text.push_str(&text);
-            out.first_piece.get_or_insert_with(|| start.elapsed());
-            if !on_piece(Piece { text: &text, at: start.elapsed(), words: words.words() }) {
+            out.first_piece.get_or_insert_with(|| self.start.elapsed());
+            if !on_piece(Piece { text: &text, at: self.start.elapsed(), words: self.words.words() }) {
                 out.stop = StopReason::Cancelled;
-                break;
+                self.done = true;
+                return Ok(None);
             }
         }
         if session.pos() + 1 >= session.max_seq() {
             out.stop = StopReason::ContextFull;
-            break;
+            self.done = true;
+            return Ok(None);
         }
-        model.forward(session, &[token])?;
+        Ok(Some(token))
     }
-    if matches!(out.stop, StopReason::EndOfTurn | StopReason::MaxTokens | StopReason::ContextFull) {
-        if let Some(rest) = decoder.flush()? {
-            out.text.push_str(&rest);
-            on_piece(Piece { text: &rest, at: start.elapsed(), words: words.words() });
+
+    /// Stops the generation as [`StopReason::Cancelled`] (the caller's client went away).
+    pub fn cancel(&mut self) {
+        if !self.done {
+            self.out.stop = StopReason::Cancelled;
+            self.done = true;
         }
-        let trimmed = out.text.trim_end().len();
-        out.text.truncate(trimmed);
     }
-    if out.words_done.is_none() && opts.words.is_some_and(|n| words.words() >= n) {
-        out.words_done = Some(start.elapsed());
+
+    /// Hands out the text still held by the streaming decoder (unless the words rule or a
+    /// cancel cut the reply) and returns the generation.
+    pub fn finish(mut self, on_piece: &mut dyn FnMut(Piece<'_>) -> bool) -> Result<Generation> {
+        let out = &mut self.out;
+        if matches!(out.stop, StopReason::EndOfTurn | StopReason::MaxTokens | StopReason::ContextFull) {
+            if let Some(rest) = self.decoder.flush()? {
+                out.text.push_str(&rest);
+                on_piece(Piece { text: &rest, at: self.start.elapsed(), words: self.words.words() });
+            }
+            let trimmed = out.text.trim_end().len();
+            out.text.truncate(trimmed);
+        }
+        if out.words_done.is_none() && self.words_limit.is_some_and(|n| self.words.words() >= n) {
+            out.words_done = Some(self.start.elapsed());
+        }
+        out.total = self.start.elapsed();
+        Ok(self.out)
     }
-    out.total = start.elapsed();
-    Ok(out)
+
+    /// Tokens generated so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.out.tokens
+    }
 }
 
 /// Log-probability of `token` and entropy (nats) of softmax(`logits`).

@@ -29,7 +29,7 @@ pub use error::{Error, Result};
 pub use model::Model;
 pub use quant::Precision;
 pub use sampler::{Sampler, Sampling};
-pub use session::Session;
+pub use session::{Batch, Session};
 
 #[cfg(test)]
 pub(crate) mod testutil {

@@ -11,6 +11,9 @@
 //! One block: `x += Wo · attn(rope(Wq · n1), rope(Wk · n1), Wv · n1)` with `n1 = rmsnorm(x)`,
 //! then `x += Wdown · (silu(Wgate · n2) * (Wup · n2))` with `n2 = rmsnorm(x)`; at the end
 //! `logits = head · rmsnorm(x)`, the head being the embedding when tied.
+//!
+//! [`Model::forward_batch`] steps several sessions by one token each in one pass: the matrix
+//! products see one row per session, attention runs per session over its own cache.
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -18,7 +21,7 @@ use crate::load::{Part, TensorSource};
 use crate::ops::{self, Rope};
 use crate::pool::{Pool, split_range};
 use crate::quant::{BLOCK, Precision, QActs, Weight};
-use crate::session::{MAX_BATCH, Session};
+use crate::session::{Batch, MAX_BATCH, Scratch, Session};
 
 /// Weights of one transformer block.
 #[derive(Clone, Debug)]
@@ -200,33 +203,24 @@ impl Model {
     }
 
     fn forward_with(&self, s: &mut Session, tokens: &[u32], mut each: Option<&mut dyn FnMut(usize, &[f32])>) -> Result<()> {
-        let c = &self.config;
         if tokens.is_empty() {
             return Err(Error::Request("empty input: give at least one token".into()));
         }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
-            return Err(Error::Request(format!("token id {bad} is outside the vocabulary (size {})", c.vocab_size)));
-        }
-        if s.pos + tokens.len() > s.max_seq || s.k_cache.len() != c.n_layers * s.max_seq * c.kv_dim() {
-            return Err(Error::Request(format!(
-                "context full: {} tokens in the session + {} new exceed its {} positions; start a new session or truncate it",
-                s.pos,
-                tokens.len(),
-                s.max_seq
-            )));
-        }
+        self.check_tokens(tokens)?;
+        self.check_room(s, tokens.len())?;
         let mut done = 0;
         for chunk in tokens.chunks(MAX_BATCH) {
             let last_chunk = done + chunk.len() == tokens.len();
             self.forward_chunk(s, chunk);
+            let pool = s.pool.clone();
             match each.as_deref_mut() {
                 Some(f) => {
                     for t in 0..chunk.len() {
-                        self.head_logits(s, t);
+                        self.head_logits(&mut s.scratch, pool.as_deref(), t, 1, &mut s.logits);
                         f(done + t, &s.logits);
                     }
                 }
-                None if last_chunk => self.head_logits(s, chunk.len() - 1),
+                None if last_chunk => self.head_logits(&mut s.scratch, pool.as_deref(), chunk.len() - 1, 1, &mut s.logits),
                 None => {}
             }
             s.pos += chunk.len();
@@ -236,74 +230,138 @@ impl Model {
         Ok(())
     }
 
+    /// Advances each of `sessions` by one token — `tokens[i]` goes to `sessions[i]` at its own
+    /// position — in one pass over the weights; each session's logits are then in
+    /// [`Session::logits`]. The logits equal those of `forward(sessions[i], &[tokens[i]])`
+    /// bit for bit: every row goes through the same kernels, and a row's products never mix
+    /// with another row's. Allocates nothing.
+    pub fn forward_batch(&self, b: &mut Batch, sessions: &mut [&mut Session], tokens: &[u32]) -> Result<()> {
+        let n = sessions.len();
+        if n != tokens.len() {
+            return Err(Error::Request(format!("{n} sessions but {} tokens: give one token per session", tokens.len())));
+        }
+        if n > b.max {
+            return Err(Error::Request(format!("{n} sessions exceed the batch's {} rows; make the Batch larger or split the step", b.max)));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        self.check_tokens(tokens)?;
+        for s in sessions.iter() {
+            self.check_room(s, 1)?;
+        }
+        let pool = b.pool.clone();
+        // Row t is session t's one new token, at that session's position.
+        self.blocks(&mut b.scratch, pool.as_deref(), sessions, tokens, &|t| (t, 0));
+        let vocab = self.config.vocab_size;
+        self.head_logits(&mut b.scratch, pool.as_deref(), 0, n, &mut b.logits);
+        for (t, (s, &tok)) in sessions.iter_mut().zip(tokens).enumerate() {
+            s.logits.copy_from_slice(&b.logits[t * vocab..(t + 1) * vocab]);
+            s.pos += 1;
+            s.history.push(tok);
+        }
+        Ok(())
+    }
+
+    fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        let vocab = self.config.vocab_size;
+        match tokens.iter().find(|&&t| t as usize >= vocab) {
+            Some(&bad) => Err(Error::Request(format!("token id {bad} is outside the vocabulary (size {vocab})"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `s` has room for `n` more tokens (and was sized for this model).
+    fn check_room(&self, s: &Session, n: usize) -> Result<()> {
+        let c = &self.config;
+        if s.pos + n > s.max_seq || s.max_seq != c.max_seq_len || s.k_cache.len() != c.n_layers * s.max_seq * c.kv_dim() {
+            return Err(Error::Request(format!(
+                "context full: {} tokens in the session + {n} new exceed its {} positions; start a new session or truncate it",
+                s.pos, s.max_seq
+            )));
+        }
+        Ok(())
+    }
+
     /// Runs every block over `tokens` (at most MAX_BATCH) placed at `s.pos`; leaves the final
-    /// residual stream in `s.x`.
+    /// residual stream in the session's scratch.
     fn forward_chunk(&self, s: &mut Session, tokens: &[u32]) {
+        // Taken out (no allocation: an empty Scratch holds empty Vecs) so that the pass can
+        // write activations while it reads this session's cache.
+        let mut scratch = std::mem::take(&mut s.scratch);
+        let pool = s.pool.clone();
+        // Row t is the session's token t, at offset t from its position.
+        self.blocks(&mut scratch, pool.as_deref(), std::slice::from_mut(&mut &mut *s), tokens, &|t| (0, t));
+        s.scratch = scratch;
+    }
+
+    /// Runs every block over `tokens.len()` rows (at most the scratch's rows). Row `t` belongs
+    /// to session `at(t).0` at position `pos + at(t).1` of that session: its K and V go into
+    /// that session's cache and it attends over that cache. Every matrix product takes all
+    /// rows at once. Leaves the final residual stream in `sc.x`.
+    fn blocks(&self, sc: &mut Scratch, pool: Option<&Pool>, seqs: &mut [&mut Session], tokens: &[u32], at: RowAt<'_>) {
         let c = &self.config;
         let n = tokens.len();
-        let (dim, qd, kvd, hd, ffn) = (c.dim, c.q_dim(), c.kv_dim(), c.head_dim, c.ffn_dim);
-        let pool = s.pool.clone();
-        let pool = pool.as_deref();
+        let (dim, qd, kvd, ffn) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim);
         for (t, &tok) in tokens.iter().enumerate() {
-            self.embed.row_f32(tok as usize, &mut s.x[t * dim..(t + 1) * dim]);
+            self.embed.row_f32(tok as usize, &mut sc.x[t * dim..(t + 1) * dim]);
         }
         for (l, layer) in self.layers.iter().enumerate() {
             // Attention: n1 = rmsnorm(x); q, k, v = W · n1.
             for t in 0..n {
-                ops::rmsnorm(&mut s.xb[t * dim..(t + 1) * dim], &s.x[t * dim..(t + 1) * dim], &layer.attn_norm, c.norm_eps);
+                ops::rmsnorm(&mut sc.xb[t * dim..(t + 1) * dim], &sc.x[t * dim..(t + 1) * dim], &layer.attn_norm, c.norm_eps);
             }
-            let xb = &s.xb[..n * dim];
-            s.xq.quantize_for(xb, dim, &[&layer.wq, &layer.wk, &layer.wv]);
-            par_matmul(pool, &layer.wq, &mut s.q, xb, &s.xq, n);
-            par_matmul(pool, &layer.wk, &mut s.k, xb, &s.xq, n);
-            par_matmul(pool, &layer.wv, &mut s.v, xb, &s.xq, n);
-            let base = l * s.max_seq * kvd;
+            let xb = &sc.xb[..n * dim];
+            sc.xq.quantize_for(xb, dim, &[&layer.wq, &layer.wk, &layer.wv]);
+            par_matmul(pool, &layer.wq, &mut sc.q, xb, &sc.xq, n);
+            par_matmul(pool, &layer.wk, &mut sc.k, xb, &sc.xq, n);
+            par_matmul(pool, &layer.wv, &mut sc.v, xb, &sc.xq, n);
             for t in 0..n {
-                let pos = s.pos + t;
-                self.rope.apply(&mut s.q[t * qd..(t + 1) * qd], pos);
-                self.rope.apply(&mut s.k[t * kvd..(t + 1) * kvd], pos);
-                let at = base + pos * kvd;
-                s.k_cache[at..at + kvd].copy_from_slice(&s.k[t * kvd..(t + 1) * kvd]);
-                s.v_cache[at..at + kvd].copy_from_slice(&s.v[t * kvd..(t + 1) * kvd]);
+                let (i, off) = at(t);
+                let s = &mut *seqs[i];
+                let pos = s.pos + off;
+                self.rope.apply(&mut sc.q[t * qd..(t + 1) * qd], pos);
+                self.rope.apply(&mut sc.k[t * kvd..(t + 1) * kvd], pos);
+                let at = l * s.max_seq * kvd + pos * kvd;
+                s.k_cache[at..at + kvd].copy_from_slice(&sc.k[t * kvd..(t + 1) * kvd]);
+                s.v_cache[at..at + kvd].copy_from_slice(&sc.v[t * kvd..(t + 1) * kvd]);
             }
-            self.attention(s, pool, l, n);
+            self.attention(sc, seqs, pool, l, n, at);
             // x += Wo · attention output (left in xb by `attention`).
-            let att_out = &s.xb[..n * qd];
-            s.xq.quantize_for(att_out, qd, &[&layer.wo]);
-            par_matmul(pool, &layer.wo, &mut s.proj, att_out, &s.xq, n);
-            for (x, p) in s.x[..n * dim].iter_mut().zip(&s.proj[..n * dim]) {
+            let att_out = &sc.xb[..n * qd];
+            sc.xq.quantize_for(att_out, qd, &[&layer.wo]);
+            par_matmul(pool, &layer.wo, &mut sc.proj, att_out, &sc.xq, n);
+            for (x, p) in sc.x[..n * dim].iter_mut().zip(&sc.proj[..n * dim]) {
                 *x += p;
             }
             // MLP: x += Wdown · (silu(Wgate · n2) * (Wup · n2)).
             for t in 0..n {
-                ops::rmsnorm(&mut s.xb[t * dim..(t + 1) * dim], &s.x[t * dim..(t + 1) * dim], &layer.ffn_norm, c.norm_eps);
+                ops::rmsnorm(&mut sc.xb[t * dim..(t + 1) * dim], &sc.x[t * dim..(t + 1) * dim], &layer.ffn_norm, c.norm_eps);
             }
-            let xb = &s.xb[..n * dim];
-            s.xq.quantize_for(xb, dim, &[&layer.gate, &layer.up]);
-            par_matmul(pool, &layer.gate, &mut s.hb, xb, &s.xq, n);
-            par_matmul(pool, &layer.up, &mut s.hb2, xb, &s.xq, n);
-            ops::swiglu(&mut s.hb[..n * ffn], &s.hb2[..n * ffn]);
-            s.xq.quantize_for(&s.hb[..n * ffn], ffn, &[&layer.down]);
-            par_matmul(pool, &layer.down, &mut s.proj, &s.hb[..n * ffn], &s.xq, n);
-            for (x, p) in s.x[..n * dim].iter_mut().zip(&s.proj[..n * dim]) {
+            let xb = &sc.xb[..n * dim];
+            sc.xq.quantize_for(xb, dim, &[&layer.gate, &layer.up]);
+            par_matmul(pool, &layer.gate, &mut sc.hb, xb, &sc.xq, n);
+            par_matmul(pool, &layer.up, &mut sc.hb2, xb, &sc.xq, n);
+            ops::swiglu(&mut sc.hb[..n * ffn], &sc.hb2[..n * ffn]);
+            sc.xq.quantize_for(&sc.hb[..n * ffn], ffn, &[&layer.down]);
+            par_matmul(pool, &layer.down, &mut sc.proj, &sc.hb[..n * ffn], &sc.xq, n);
+            for (x, p) in sc.x[..n * dim].iter_mut().zip(&sc.proj[..n * dim]) {
                 *x += p;
             }
         }
-        let _ = hd;
     }
 
-    /// Causal grouped-query attention of the `n` new tokens of layer `l`; writes the
-    /// concatenated heads into `s.xb` as `(n, q_dim)`.
-    fn attention(&self, s: &mut Session, pool: Option<&Pool>, l: usize, n: usize) {
+    /// Causal grouped-query attention of the `n` rows of layer `l`, each over its own
+    /// session's cache (see [`Model::blocks`]); writes the concatenated heads into `sc.xb` as
+    /// `(n, q_dim)`.
+    fn attention(&self, sc: &mut Scratch, seqs: &[&mut Session], pool: Option<&Pool>, l: usize, n: usize, at: RowAt<'_>) {
         let c = &self.config;
-        let (qd, kvd, hd) = (c.q_dim(), c.kv_dim(), c.head_dim);
+        let (qd, kvd, hd, max_seq) = (c.q_dim(), c.kv_dim(), c.head_dim, c.max_seq_len);
         let group = c.n_heads / c.n_kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
-        let base = l * s.max_seq * kvd;
-        let (pos0, max_seq) = (s.pos, s.max_seq);
-        let (q, kc, vc) = (&s.q, &s.k_cache, &s.v_cache);
-        let att = SharedMut::new(&mut s.att);
-        let out = SharedMut::new(&mut s.xb);
+        let q = &sc.q;
+        let att = SharedMut::new(&mut sc.att);
+        let out = SharedMut::new(&mut sc.xb);
         let work = |i: usize, nthreads: usize| {
             for h in split_range(c.n_heads, i, nthreads, 1) {
                 let kvh = h / group;
@@ -311,7 +369,10 @@ impl Model {
                 // heads are split disjointly between threads.
                 let scores = unsafe { att.slice(h * max_seq, max_seq) };
                 for t in 0..n {
-                    let len = pos0 + t + 1;
+                    let (si, off) = at(t);
+                    let s = &*seqs[si];
+                    let (kc, vc, base) = (&s.k_cache, &s.v_cache, l * s.max_seq * kvd);
+                    let len = s.pos + off + 1;
                     let qh = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
                     for (p, sc) in scores[..len].iter_mut().enumerate() {
                         let k = &kc[base + p * kvd + kvh * hd..base + p * kvd + (kvh + 1) * hd];
@@ -326,23 +387,28 @@ impl Model {
                 }
             }
         };
+        let (s0, off0) = at(0);
         match pool {
-            Some(pool) if n > 1 || pos0 > 256 => pool.run(&|i| work(i, pool.threads())),
+            Some(pool) if n > 1 || seqs[s0].pos + off0 > 256 => pool.run(&|i| work(i, pool.threads())),
             _ => work(0, 1),
         }
     }
 
-    /// Final norm and head for token `t` of the last chunk, into `s.logits`.
-    fn head_logits(&self, s: &mut Session, t: usize) {
+    /// Final norm and head for rows `t0..t0 + n` of the residual stream in `sc.x`, into `out`
+    /// as `(n, vocab)`.
+    fn head_logits(&self, sc: &mut Scratch, pool: Option<&Pool>, t0: usize, n: usize, out: &mut [f32]) {
         let dim = self.config.dim;
-        let (x, xb) = (&s.x[t * dim..(t + 1) * dim], &mut s.xb[..dim]);
-        ops::rmsnorm(xb, x, &self.final_norm, self.config.norm_eps);
+        for t in 0..n {
+            ops::rmsnorm(&mut sc.xb[t * dim..(t + 1) * dim], &sc.x[(t0 + t) * dim..(t0 + t + 1) * dim], &self.final_norm, self.config.norm_eps);
+        }
         let head = self.head.as_ref().unwrap_or(&self.embed);
-        s.xq.quantize_for(&s.xb[..dim], dim, &[head]);
-        let pool = s.pool.clone();
-        par_matmul(pool.as_deref(), head, &mut s.logits, &s.xb[..dim], &s.xq, 1);
+        sc.xq.quantize_for(&sc.xb[..n * dim], dim, &[head]);
+        par_matmul(pool, head, out, &sc.xb[..n * dim], &sc.xq, n);
     }
 }
+
+/// Where row `t` of a pass belongs: `(index of its session, offset from that session's pos)`.
+type RowAt<'a> = &'a (dyn Fn(usize) -> (usize, usize) + Sync);
 
 /// A slice that threads write to at disjoint places.
 struct SharedMut {

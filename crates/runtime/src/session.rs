@@ -8,6 +8,8 @@
 //! session.truncate(1); // roll back to the first token
 //! # Ok(()) }
 //! ```
+//!
+//! [`Batch`] holds the scratch for stepping several sessions together.
 
 use std::sync::Arc;
 
@@ -25,19 +27,103 @@ pub struct Session {
     pub(crate) max_seq: usize,
     pub(crate) k_cache: Vec<f32>, // (n_layers, max_seq, kv_dim)
     pub(crate) v_cache: Vec<f32>, // (n_layers, max_seq, kv_dim)
-    pub(crate) x: Vec<f32>,       // (MAX_BATCH, dim) residual stream
-    pub(crate) xb: Vec<f32>,      // (MAX_BATCH, max(dim, q_dim)) normed input / attention output
-    pub(crate) q: Vec<f32>,       // (MAX_BATCH, q_dim)
-    pub(crate) k: Vec<f32>,       // (MAX_BATCH, kv_dim)
-    pub(crate) v: Vec<f32>,       // (MAX_BATCH, kv_dim)
-    pub(crate) att: Vec<f32>,     // (n_heads, max_seq) attention scores
-    pub(crate) proj: Vec<f32>,    // (MAX_BATCH, dim)
-    pub(crate) hb: Vec<f32>,      // (MAX_BATCH, ffn_dim)
-    pub(crate) hb2: Vec<f32>,     // (MAX_BATCH, ffn_dim)
-    pub(crate) xq: QActs,         // (MAX_BATCH, max(dim, q_dim, ffn_dim)) quantized activations
+    pub(crate) scratch: Scratch,  // MAX_BATCH rows
     pub(crate) logits: Vec<f32>,  // (vocab)
     pub(crate) pool: Option<Arc<Pool>>,
     pub(crate) history: Vec<u32>, // (max_seq) the tokens in the cache, capacity reserved up front
+}
+
+/// Scratch for advancing up to `max` sessions by one token each in one forward pass
+/// ([`Model::forward_batch`]): each weight matrix is read once for all of them, and each session
+/// attends over its own KV cache. Sized once; a pass allocates nothing.
+///
+/// ```no_run
+/// # use ulm_runtime::{Model, Session, session::Batch};
+/// # fn f(model: &Model, a: &mut Session, b: &mut Session) -> ulm_runtime::Result<()> {
+/// let mut batch = Batch::new(model, 32);
+/// model.forward_batch(&mut batch, &mut [a, b], &[17, 42])?; // a gets token 17, b token 42
+/// # Ok(()) }
+/// ```
+pub struct Batch {
+    pub(crate) max: usize,
+    pub(crate) scratch: Scratch, // max rows
+    pub(crate) logits: Vec<f32>, // (max, vocab) before they are copied into each session
+    pub(crate) pool: Option<Arc<Pool>>,
+}
+
+impl Batch {
+    /// Scratch for batches of up to `max` sessions of `model` (single-threaded).
+    pub fn new(model: &Model, max: usize) -> Batch {
+        let c = model.config();
+        let max = max.max(1);
+        Batch { max, scratch: Scratch::new(c, max), logits: vec![0.0; max * c.vocab_size], pool: None }
+    }
+
+    /// Splits each pass's matrix products across `n` threads (a pool owned by this batch).
+    pub fn with_threads(mut self, n: usize) -> Batch {
+        self.pool = (n > 1).then(|| Arc::new(Pool::new(n)));
+        self
+    }
+
+    /// Shares an existing pool.
+    pub fn with_pool(mut self, pool: Arc<Pool>) -> Batch {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// Most sessions one pass takes.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// The pool the passes use, if any (sessions may share it for their prefill).
+    pub fn pool(&self) -> Option<&Arc<Pool>> {
+        self.pool.as_ref()
+    }
+}
+
+/// Activations of up to `rows` tokens going through the blocks together: the tokens of one
+/// session's prompt chunk, or one token of each session of a [`Batch`]. `Default` is empty (no
+/// allocation), so the model can take it out of a session while it reads that session's cache.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    pub(crate) x: Vec<f32>,    // (rows, dim) residual stream
+    pub(crate) xb: Vec<f32>,   // (rows, max(dim, q_dim)) normed input / attention output
+    pub(crate) q: Vec<f32>,    // (rows, q_dim)
+    pub(crate) k: Vec<f32>,    // (rows, kv_dim)
+    pub(crate) v: Vec<f32>,    // (rows, kv_dim)
+    pub(crate) att: Vec<f32>,  // (n_heads, max_seq) attention scores, reused row after row
+    pub(crate) proj: Vec<f32>, // (rows, dim)
+    pub(crate) hb: Vec<f32>,   // (rows, ffn_dim)
+    pub(crate) hb2: Vec<f32>,  // (rows, ffn_dim)
+    pub(crate) xq: QActs,      // (rows, max(dim, q_dim, ffn_dim)) quantized activations
+}
+
+impl Scratch {
+    pub(crate) fn new(c: &Config, rows: usize) -> Scratch {
+        let wide = c.dim.max(c.q_dim());
+        let widest = wide.max(c.ffn_dim);
+        Scratch {
+            x: vec![0.0; rows * c.dim],
+            xb: vec![0.0; rows * wide],
+            q: vec![0.0; rows * c.q_dim()],
+            k: vec![0.0; rows * c.kv_dim()],
+            v: vec![0.0; rows * c.kv_dim()],
+            att: vec![0.0; c.n_heads * c.max_seq_len],
+            proj: vec![0.0; rows * c.dim],
+            hb: vec![0.0; rows * c.ffn_dim],
+            hb2: vec![0.0; rows * c.ffn_dim],
+            xq: QActs::with_len(rows * widest.next_multiple_of(crate::quant::BLOCK)),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        4 * (self.x.len() + self.xb.len() + self.q.len() + self.k.len() + self.v.len() + self.att.len() + self.proj.len() + self.hb.len() + self.hb2.len())
+            + self.xq.qs.len()
+            + 8 * self.xq.d.len()
+            + self.xq.rqs.len()
+            + 4 * self.xq.rd.len()
+    }
 }
 
 impl Session {
@@ -48,23 +134,12 @@ impl Session {
 
     /// A session sized for `c`.
     pub fn for_config(c: &Config) -> Session {
-        let wide = c.dim.max(c.q_dim());
-        let widest = wide.max(c.ffn_dim);
         Session {
             pos: 0,
             max_seq: c.max_seq_len,
             k_cache: vec![0.0; c.n_layers * c.max_seq_len * c.kv_dim()],
             v_cache: vec![0.0; c.n_layers * c.max_seq_len * c.kv_dim()],
-            x: vec![0.0; MAX_BATCH * c.dim],
-            xb: vec![0.0; MAX_BATCH * wide],
-            q: vec![0.0; MAX_BATCH * c.q_dim()],
-            k: vec![0.0; MAX_BATCH * c.kv_dim()],
-            v: vec![0.0; MAX_BATCH * c.kv_dim()],
-            att: vec![0.0; c.n_heads * c.max_seq_len],
-            proj: vec![0.0; MAX_BATCH * c.dim],
-            hb: vec![0.0; MAX_BATCH * c.ffn_dim],
-            hb2: vec![0.0; MAX_BATCH * c.ffn_dim],
-            xq: QActs::with_len(MAX_BATCH * widest.next_multiple_of(crate::quant::BLOCK)),
+            scratch: Scratch::new(c, MAX_BATCH),
             logits: vec![0.0; c.vocab_size],
             pool: None,
             history: Vec::with_capacity(c.max_seq_len),
@@ -116,21 +191,6 @@ impl Session {
 
     /// Bytes this session holds (KV cache and scratch).
     pub fn bytes(&self) -> usize {
-        4 * (self.k_cache.len()
-            + self.v_cache.len()
-            + self.x.len()
-            + self.xb.len()
-            + self.q.len()
-            + self.k.len()
-            + self.v.len()
-            + self.att.len()
-            + self.proj.len()
-            + self.hb.len()
-            + self.hb2.len()
-            + self.logits.len())
-            + self.xq.qs.len()
-            + 8 * self.xq.d.len()
-            + self.xq.rqs.len()
-            + 4 * self.xq.rd.len()
+        4 * (self.k_cache.len() + self.v_cache.len() + self.logits.len()) + self.scratch.bytes()
     }
 }
