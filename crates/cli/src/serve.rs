@@ -3,6 +3,7 @@
 //! ```text
 //! ulm serve                                   # edge μLM + SmolLM2 as the local "cloud", http://127.0.0.1:8080/
 //! ulm serve --ttft-ms 800 --tokens-per-s 40   # make the local cloud feel like a remote one
+//! ulm serve --batch 0                         # no batched decoding: one generation per slot and thread
 //! ulm serve --cloud https://api.example.com/v1 --provider instruct --cloud-model gpt-4o --cloud-key-env OPENAI_API_KEY
 //! ULM_API_KEY=secret ulm serve --host 0.0.0.0 # bearer auth on /v1 and /api
 //! ```
@@ -48,9 +49,13 @@ pub struct Args {
     /// Threads per generation.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// Generations at once (default: the number of cores).
+    /// Generations at once (default: --batch when batching, else the number of cores).
     #[arg(long)]
     pub slots: Option<usize>,
+    /// Batched decoding: each model steps up to N running generations in one forward pass on
+    /// all cores (0: off, each slot decodes on its own thread with --threads).
+    #[arg(long, default_value_t = ulm_server::state::DEFAULT_BATCH)]
+    pub batch: usize,
     /// Requests that may wait for a slot before 429.
     #[arg(long, default_value_t = ulm_server::state::DEFAULT_QUEUE)]
     pub queue: usize,
@@ -151,7 +156,8 @@ pub fn run(a: Args) -> Result<()> {
     if a.cloud.is_some() && handoff.model.is_empty() {
         handoff.model = a.cloud_model.clone();
     }
-    let slots = a.slots.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let slots = a.slots.unwrap_or(if a.batch > 0 { a.batch } else { cores });
     let web_dir = a.web.clone().or_else(find_web);
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -187,13 +193,16 @@ pub fn run(a: Args) -> Result<()> {
             cloud_override,
             self_url: Some(url.clone()),
             threads: a.threads,
+            batch: a.batch,
+            batch_threads: cores.max(a.threads),
             idle_sessions: slots,
             ..ServerConfig::default()
         };
         let state = AppState::new(config, served)?;
         eprintln!(
-            "ulm serve: edge `{edge_id}`, cloud `{cloud_id}`, {slots} slots, queue {}, cloud for handoffs: {} (requests may name: {}){}",
+            "ulm serve: edge `{edge_id}`, cloud `{cloud_id}`, {slots} slots, queue {}, {}, cloud for handoffs: {} (requests may name: {}){}",
             a.queue,
+            if a.batch > 0 { format!("batched decoding (up to {} per pass, {} threads)", a.batch, cores.max(a.threads)) } else { "batching off".into() },
             state.default_cloud_url().unwrap_or_default(),
             match cloud_override {
                 CloudOverride::Off => "no other",

@@ -1,5 +1,5 @@
 //! `ulm serve` as a process: it prints its URL, serves with the tiny golden model, requires the
-//! API key from `ULM_API_KEY`, and exits cleanly on SIGTERM.
+//! API key from `ULM_API_KEY`, and exits cleanly on SIGTERM, with batched decoding and without.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -17,9 +17,19 @@ fn http(addr: &str, request: &str) -> String {
 
 #[test]
 fn serve_answers_then_stops_on_sigterm() {
+    answers_then_stops(&[]); // batched decoding, the default
+}
+
+#[test]
+fn serve_without_batching_answers_then_stops_on_sigterm() {
+    answers_then_stops(&["--batch", "0"]);
+}
+
+fn answers_then_stops(extra: &[&str]) {
     let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/../runtime/tests/data/golden");
     let mut child = Command::new(env!("CARGO_BIN_EXE_ulm"))
         .args(["serve", "--port", "0", "--model", golden, "--cloud-model", golden, "--ctx", "256"])
+        .args(extra)
         .env("ULM_API_KEY", "t0ken")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -28,10 +28,12 @@
 //! [`ServerConfig::queue`] places (then 429 with `Retry-After`) for at most
 //! [`ServerConfig::queue_timeout`] (then 503). A handoff's local opener takes a slot in the same
 //! way (and lets it go before the cloud is asked). A client that disconnects cancels its
-//! generation.
+//! generation. With [`ServerConfig::batch`] on (the default), each model's running `/v1`
+//! generations are decoded together, one forward pass per step for all of them.
 #![deny(missing_docs)]
 
 mod auth;
+mod batcher;
 pub mod error;
 pub mod handoff_api;
 pub mod local_opener;
@@ -113,7 +115,15 @@ async fn stats(State(st): State<AppState>) -> Json<Value> {
     let models: Vec<Value> = st
         .models()
         .iter()
-        .map(|m| json!({"id": m.id, "sessions_idle": m.sessions.idle(), "sessions_in_use": m.sessions.in_use(), "sessions_created": m.sessions.created()}))
+        .map(|m| {
+            let mut v = json!({"id": m.id, "sessions_idle": m.sessions.idle(), "sessions_in_use": m.sessions.in_use(), "sessions_created": m.sessions.created()});
+            if let Some(b) = &m.batcher {
+                // rows / passes is the mean number of generations one decode pass stepped.
+                v["decode_passes"] = b.stats().passes.load(Relaxed).into();
+                v["decode_rows"] = b.stats().rows.load(Relaxed).into();
+            }
+            v
+        })
         .collect();
     Json(json!({
         "slots": s.n_slots(),

@@ -15,15 +15,17 @@
 //! a multi-turn conversation or the repeated conversation of a handoff pays only for its new
 //! tokens. At most `max_idle` sessions are kept; the rest are freed when given back.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use ulm_runtime::pool::Pool;
 use ulm_runtime::{Config, Model, Session};
 
 /// Idle sessions of one model.
 pub struct SessionPool {
     config: Config,
     threads: usize,
+    pool: Option<Arc<Pool>>,
     max_idle: usize,
     idle: Mutex<Vec<Session>>,
     out: AtomicUsize,
@@ -43,11 +45,18 @@ impl SessionPool {
         SessionPool {
             config: model.config().clone(),
             threads: threads.max(1),
+            pool: None,
             max_idle,
             idle: Mutex::new(Vec::new()),
             out: AtomicUsize::new(0),
             created: AtomicUsize::new(0),
         }
+    }
+
+    /// New sessions share `pool` (a batched decode loop's) instead of owning threads.
+    pub fn shared_pool(mut self, pool: Arc<Pool>) -> Self {
+        self.pool = Some(pool);
+        self
     }
 
     /// The idle session sharing the longest prefix with `prompt`, or a new one.
@@ -61,7 +70,11 @@ impl SessionPool {
                 drop(idle);
                 self.created.fetch_add(1, Ordering::SeqCst);
                 let s = Session::for_config(&self.config);
-                if self.threads > 1 { s.with_threads(self.threads) } else { s }
+                match &self.pool {
+                    Some(p) => s.with_pool(p.clone()),
+                    None if self.threads > 1 => s.with_threads(self.threads),
+                    None => s,
+                }
             }
         }
     }

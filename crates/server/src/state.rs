@@ -9,8 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 use ulm_handoff::{Config as HandoffConfig, Handoff, ProviderKind};
 use ulm_runtime::generate::LoadedModel;
+use ulm_runtime::pool::Pool;
 use ulm_runtime::sampler::Rng;
 
+use crate::batcher::Batcher;
 use crate::error::ServerError;
 use crate::scheduler::Scheduler;
 use crate::sessions::SessionPool;
@@ -21,6 +23,10 @@ use crate::sessions::SessionPool;
 pub const DEFAULT_SLOTS: usize = 2;
 /// Requests that may wait for a slot.
 pub const DEFAULT_QUEUE: usize = 64;
+/// Sessions one batched decode pass steps together (0: batching off, each slot runs its own
+/// generation). On: decoding is bound by reading the weights, and a pass reads them once for
+/// every running generation (see docs/benchmarks.md, "batched decoding").
+pub const DEFAULT_BATCH: usize = 32;
 /// Longest wait for a slot before 503.
 pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 120_000;
 /// Largest request body.
@@ -138,6 +144,12 @@ pub struct ServerConfig {
     pub max_handoffs: usize,
     /// Threads per session.
     pub threads: usize,
+    /// Batched decoding: one decode loop per model steps up to this many running generations
+    /// in one forward pass; 0 turns it off (each slot runs its own generation on its own
+    /// thread). The slots still bound how many generations run.
+    pub batch: usize,
+    /// Threads of a model's decode loop (its passes and the prefills it runs).
+    pub batch_threads: usize,
     /// Sessions kept idle per model (the prompt cache).
     pub idle_sessions: usize,
     /// Sampling seed base of the local opener.
@@ -163,6 +175,8 @@ impl Default for ServerConfig {
             self_url: None,
             max_handoffs: DEFAULT_MAX_HANDOFFS,
             threads: 1,
+            batch: DEFAULT_BATCH,
+            batch_threads: 1,
             idle_sessions: DEFAULT_SLOTS,
             seed: 0,
         }
@@ -181,6 +195,8 @@ pub struct ServedModel {
     pub template: bool,
     /// Idle sessions (the prompt cache).
     pub sessions: Arc<SessionPool>,
+    /// The model's decode loop when batching is on (started by [`AppState::new`]).
+    pub(crate) batcher: Option<Batcher>,
 }
 
 impl std::fmt::Debug for ServedModel {
@@ -193,7 +209,7 @@ impl ServedModel {
     /// `lm` served as `id`, plain ChatML (its session pool is sized by [`AppState::new`]).
     pub fn new(id: impl Into<String>, lm: LoadedModel) -> Self {
         let sessions = Arc::new(SessionPool::new(&lm.model, DEFAULT_SLOTS, 1));
-        ServedModel { id: id.into(), aliases: Vec::new(), lm, template: false, sessions }
+        ServedModel { id: id.into(), aliases: Vec::new(), lm, template: false, sessions, batcher: None }
     }
 
     /// Also answer to `alias`.
@@ -268,7 +284,20 @@ impl AppState {
         let edge = find("edge", &config.edge_model, 0)?;
         let cloud = find("cloud", &config.cloud_model, models.len() - 1)?;
         for m in &mut models {
-            m.sessions = Arc::new(SessionPool::new(&m.lm.model, config.idle_sessions, config.threads));
+            if config.batch > 0 {
+                // The loop's pool also runs the prefills of its sessions (on the loop's thread).
+                let pool = (config.batch_threads > 1).then(|| Arc::new(Pool::new(config.batch_threads)));
+                let sessions = match &pool {
+                    Some(p) => SessionPool::new(&m.lm.model, config.idle_sessions, 1).shared_pool(p.clone()),
+                    None => SessionPool::new(&m.lm.model, config.idle_sessions, config.threads),
+                };
+                m.sessions = Arc::new(sessions);
+                let batcher = Batcher::spawn(m.lm.clone(), m.sessions.clone(), config.batch, pool)
+                    .map_err(|e| ServerError::Config { key: "batch", message: format!("cannot start the decode loop of `{}`: {e}", m.id) })?;
+                m.batcher = Some(batcher);
+            } else {
+                m.sessions = Arc::new(SessionPool::new(&m.lm.model, config.idle_sessions, config.threads));
+            }
         }
         let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let scheduler = Scheduler::new(config.slots, config.queue, config.queue_timeout);

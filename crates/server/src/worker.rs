@@ -6,14 +6,19 @@
 //! when the client reads slowly or the injected latency paces the stream. When the receiver is
 //! dropped (the client went away) the next piece's callback returns `false` and the generation
 //! stops, which returns its session to the pool and frees its slot.
+//!
+//! With batching on ([`ServerConfig::batch`](crate::state::ServerConfig::batch)) the slot and
+//! the channel go to the model's decode loop instead ([`crate::batcher`]), which steps this
+//! generation together with the others.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use ulm_runtime::generate::{GenerateOptions, StopReason, generate};
+use ulm_runtime::generate::{GenerateOptions, Generation, StopReason, generate};
 
+use crate::batcher::Task;
 use crate::error::ApiError;
 use crate::state::{AppState, ServedModel};
 
@@ -76,58 +81,79 @@ pub(crate) async fn start(state: &AppState, model: Arc<ServedModel>, job: Job) -
     }
     let slot = sched.slot(ticket).await?;
     let (tx, rx) = mpsc::unbounded_channel();
-    let st = state.clone();
-    tokio::task::spawn_blocking(move || {
-        let _slot = slot;
-        let t0 = Instant::now();
-        let mut session = model.sessions.take(&job.prompt);
-        let mut stops = StopStrings::new(job.stop);
-        let mut gone = false;
-        let result = generate(&model.lm, &mut session, &job.prompt, &job.opts, &mut |p| {
-            let (text, hit) = stops.push(p.text);
-            if !text.is_empty() && tx.send(GenEvent::Piece(text)).is_err() {
-                gone = true;
-                return false;
-            }
-            !hit && !tx.is_closed()
-        });
-        model.sessions.give(session);
-        let sched = st.scheduler();
-        sched.observe(t0.elapsed());
-        match result {
-            Ok(g) => {
-                let rest = stops.flush();
-                if !rest.is_empty() {
-                    let _ = tx.send(GenEvent::Piece(rest));
-                }
-                let finish_reason = match g.stop {
-                    _ if stops.hit => "stop",
-                    StopReason::EndOfTurn | StopReason::Words => "stop",
-                    StopReason::MaxTokens | StopReason::ContextFull => "length",
-                    StopReason::Cancelled => {
-                        gone = true;
-                        "stop"
-                    }
-                };
-                if gone || tx.is_closed() {
-                    sched.counters.cancelled.fetch_add(1, Ordering::Relaxed);
-                }
-                let _ = tx.send(GenEvent::End(Finished {
-                    finish_reason,
-                    prompt_tokens: job.prompt.len() as u32,
-                    completion_tokens: g.tokens.len() as u32,
-                }));
-            }
-            Err(e) => {
-                sched.counters.failed.fetch_add(1, Ordering::Relaxed);
-                eprintln!("ulm-server: generation with {} failed: {e}", model.id);
-                let _ = tx.send(GenEvent::Failed);
-            }
+    if let Some(batcher) = &model.batcher {
+        // The model's decode loop steps this generation together with the others.
+        let task = Task { job, tx, slot, state: state.clone(), model_id: model.id.clone() };
+        if batcher.send(task).is_err() {
+            sched.counters.failed.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::unavailable(format!("the decode loop of `{}` stopped; restart the server", model.id), 5));
         }
-    });
+    } else {
+        let st = state.clone();
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            let t0 = Instant::now();
+            let mut session = model.sessions.take(&job.prompt);
+            let mut stops = StopStrings::new(job.stop);
+            let mut gone = false;
+            let result = generate(&model.lm, &mut session, &job.prompt, &job.opts, &mut |p| {
+                let (text, hit) = stops.push(p.text);
+                if !text.is_empty() && tx.send(GenEvent::Piece(text)).is_err() {
+                    gone = true;
+                    return false;
+                }
+                !hit && !tx.is_closed()
+            });
+            model.sessions.give(session);
+            report(&st, &model.id, result, stops, gone, &tx, job.prompt.len(), t0);
+        });
+    }
     let tps = lat.tokens_per_s;
     let per_piece = (tps > 0.0).then(|| Duration::from_secs_f64(1.0 / tps));
     Ok(Output { rx, per_piece, next_at: None })
+}
+
+/// Sends the end of a generation (or its failure) and updates the scheduler's counters and
+/// mean duration. Shared by the one-slot-per-generation path and the batched decode loop.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn report(
+    st: &AppState,
+    model_id: &str,
+    result: ulm_runtime::Result<Generation>,
+    mut stops: StopStrings,
+    mut gone: bool,
+    tx: &mpsc::UnboundedSender<GenEvent>,
+    prompt_tokens: usize,
+    t0: Instant,
+) {
+    let sched = st.scheduler();
+    sched.observe(t0.elapsed());
+    match result {
+        Ok(g) => {
+            let rest = stops.flush();
+            if !rest.is_empty() {
+                let _ = tx.send(GenEvent::Piece(rest));
+            }
+            let finish_reason = match g.stop {
+                _ if stops.hit => "stop",
+                StopReason::EndOfTurn | StopReason::Words => "stop",
+                StopReason::MaxTokens | StopReason::ContextFull => "length",
+                StopReason::Cancelled => {
+                    gone = true;
+                    "stop"
+                }
+            };
+            if gone || tx.is_closed() {
+                sched.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = tx.send(GenEvent::End(Finished { finish_reason, prompt_tokens: prompt_tokens as u32, completion_tokens: g.tokens.len() as u32 }));
+        }
+        Err(e) => {
+            sched.counters.failed.fetch_add(1, Ordering::Relaxed);
+            eprintln!("ulm-server: generation with {model_id} failed: {e}");
+            let _ = tx.send(GenEvent::Failed);
+        }
+    }
 }
 
 /// Stop strings: text is passed on as soon as it cannot be the start of a stop string; at the

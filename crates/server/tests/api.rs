@@ -386,3 +386,54 @@ async fn by_default_a_request_may_name_only_a_cloud_on_this_machine() {
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!((v["cloud_override"].as_bool(), v["cloud_override_hosts"].as_str()), (Some(true), Some("loopback")));
 }
+
+/// Eight concurrent requests (greedy and seeded sampling, different prompts, `max_tokens` and
+/// stop strings) get the same replies from the batched decode loop as from one generation per
+/// slot: a batched pass gives each session the logits it would get alone, bit for bit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_decoding_gives_the_replies_of_one_generation_per_slot() {
+    let mut models: Vec<(&str, fn() -> Option<LoadedModel>)> = vec![("golden", || Some(support::golden()))];
+    models.push(("smollm2", support::smollm2));
+    for (name, load) in models {
+        let Some(lm) = load() else { continue };
+        let reqs: Vec<Value> = (0..8)
+            .map(|i| {
+                let prompt = format!("<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n", ["Hello", "What is rain?", "Name a fruit.", "Hi there, how are you today?"][i % 4]);
+                let mut r = json!({"model": name, "prompt": prompt, "max_tokens": 3 + 2 * i, "temperature": if i % 2 == 0 { 0.0 } else { 0.9 }, "seed": i});
+                if i == 5 {
+                    r["stop"] = json!(["e"]);
+                }
+                r
+            })
+            .collect();
+        let mut replies = Vec::new();
+        for batch in [0, 8] {
+            let mut cfg = config();
+            (cfg.slots, cfg.batch) = (8, batch);
+            let router = app(ulm_server::AppState::new(cfg, vec![ServedModel::new(name, lm.clone())]).unwrap());
+            let mut set = tokio::task::JoinSet::new();
+            for (i, r) in reqs.iter().enumerate() {
+                let (router, r) = (router.clone(), r.clone());
+                set.spawn(async move { (i, call(router, post_json("/v1/completions", r)).await) });
+            }
+            let mut got = vec![Value::Null; reqs.len()];
+            while let Some(res) = set.join_next().await {
+                let (i, (status, _, body)) = res.unwrap();
+                assert_eq!(status, StatusCode::OK, "{body}");
+                let v: Value = serde_json::from_str(&body).unwrap();
+                got[i] = json!([v["choices"][0]["text"], v["choices"][0]["finish_reason"], v["usage"]]);
+            }
+            replies.push(got);
+            let (_, _, stats) = call(router, Request::get("/api/stats").body(Body::empty()).unwrap()).await;
+            let m = &serde_json::from_str::<Value>(&stats).unwrap()["models"][0];
+            if batch > 0 {
+                // More than one generation per pass on average: the decodes were batched.
+                assert!(m["decode_rows"].as_u64().unwrap() > m["decode_passes"].as_u64().unwrap(), "{name}: {m}");
+            } else {
+                assert!(m.get("decode_passes").is_none(), "{m}");
+            }
+        }
+        assert_eq!(replies[0], replies[1], "{name}: one generation per slot vs batched");
+        assert!(replies[0].iter().any(|r| r[1] == "length"), "{name}: {:?}", replies[0]);
+    }
+}
