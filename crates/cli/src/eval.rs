@@ -209,6 +209,12 @@ pub fn run(a: Args) -> Result<()> {
                         row.opener_tokens = o.tokens;
                         row.ttfw_ms = o.ttfw_ms;
                         row.opener_ms = o.ms;
+                        // The pre-handoff guard's decision at its default threshold, recorded
+                        // with the guard off so the handoff below is not changed by it.
+                        let guard = Config::new(ProviderKind::Prefill, "").guard;
+                        row.guard_confidence = o.confidence.map(f64::from);
+                        row.guard_min_confidence = Some(f64::from(guard.min_confidence));
+                        row.guard_fires = o.confidence.is_some().then(|| guard.fires(o.confidence));
                     }
                     Err(e) => row.error = Some(format!("opener: {e:#}")),
                 }
@@ -243,13 +249,21 @@ pub fn run(a: Args) -> Result<()> {
                     row.handoff = Some(hr);
                 }
                 if let Some(url) = &a.judge {
+                    // A reply the judge cannot score is recorded as such (judge_error), never
+                    // dropped and never given a number.
                     let reply = row.handoff.as_ref().map_or(row.opener.clone(), |h| format!("{}{}", h.opener, h.continuation));
-                    match rt.block_on(judge(&http, url, &a.judge_model, a.judge_key_env.as_deref(), &p.prompt, &reply)) {
-                        Ok(j) => {
-                            row.judge = Some(j);
-                            row.judge_model = Some(a.judge_model.clone());
+                    row.judge_model = Some(a.judge_model.clone());
+                    let verdict = if reply.trim().is_empty() {
+                        Err(anyhow::anyhow!("no reply to judge ({})", row.error.as_deref().unwrap_or("empty opener")))
+                    } else {
+                        rt.block_on(judge(&http, url, &a.judge_model, a.judge_key_env.as_deref(), &p.prompt, &reply))
+                    };
+                    match verdict {
+                        Ok(j) => row.judge = Some(j),
+                        Err(e) => {
+                            eprintln!("judge could not score {}: {e:#}", p.id);
+                            row.judge_error = Some(format!("{e:#}"));
                         }
-                        Err(e) => eprintln!("judge failed on {}: {e:#}", p.id),
                     }
                 }
                 writeln!(out, "{}", serde_json::to_string(&row)?)?;
@@ -327,10 +341,45 @@ async fn judge(http: &reqwest::Client, url: &str, model: &str, key_env: Option<&
         let key = std::env::var(k).with_context(|| format!("the judge's key variable {k} is not set"))?;
         req = req.bearer_auth(key);
     }
-    let v: serde_json::Value = req.send().await?.error_for_status()?.json().await?;
+    let res = req.send().await?;
+    let status = res.status();
+    if !status.is_success() {
+        let body: String = res.text().await.unwrap_or_default().chars().take(200).collect();
+        bail!("the judge answered HTTP {}: {body}", status.as_u16());
+    }
+    let v: serde_json::Value = res.json().await?;
     let text = v["choices"][0]["message"]["content"].as_str().unwrap_or("");
-    let d = text.chars().find(|c| ('1'..='5').contains(c)).with_context(|| format!("no 1-5 score in the judge's answer {text:?}"))?;
-    Ok(d.to_digit(10).unwrap() as f64)
+    judge_score(text).with_context(|| format!("no 1-5 score in the judge's answer {text:?}"))
+}
+
+/// The score in a judge's answer: its first number, if that is within 1..=5. "4", "4/5",
+/// "Score: 3." and "4.5" give a score; "7/10", "0" or no number give none (a "10" is never read
+/// as its first digit).
+fn judge_score(text: &str) -> Option<f64> {
+    let start = text.find(|c: char| c.is_ascii_digit())?;
+    let rest = &text[start..];
+    let mut end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    // One decimal part, if a digit follows the point.
+    if rest[end..].starts_with('.') && rest[end + 1..].starts_with(|c: char| c.is_ascii_digit()) {
+        end += 1 + rest[end + 1..].find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len() - end - 1);
+    }
+    let x: f64 = rest[..end].parse().ok()?;
+    (1.0..=5.0).contains(&x).then_some(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::judge_score;
+
+    #[test]
+    fn judge_scores_are_read_only_within_1_to_5() {
+        for (text, want) in [("4", Some(4.0)), ("4/5", Some(4.0)), ("Score: 3.", Some(3.0)), (" 4.5 out of 5", Some(4.5)), ("5", Some(5.0)), ("1", Some(1.0))] {
+            assert_eq!(judge_score(text), want, "{text:?}");
+        }
+        for text in ["7/10", "10", "0", "", "excellent", "Score: 6", "100%"] {
+            assert_eq!(judge_score(text), None, "{text:?}");
+        }
+    }
 }
 
 /// sha256 of a model's files (the GGUF file, or the folder's weights, config and tokenizer).

@@ -122,6 +122,35 @@ fn report_is_recomputed_from_the_rows() {
     }
     assert!(!md.contains("Recovery modes per category"), "no mode shares without a continuator");
 
+    // The pre-handoff guard: every opener has its confidence and the guard's decision at the
+    // handoff's default threshold; the table is recomputed from the rows.
+    let guard = table(&out, "| model | words | n | fires | fire rate");
+    assert_eq!(guard.len(), 2, "{md}");
+    for cells in &guard {
+        let w: u64 = cells[1].parse().unwrap();
+        let g: Vec<&Value> = rs.iter().filter(|r| r["words"] == w).collect();
+        let mut fires = 0;
+        let mut conf = Vec::new();
+        for r in &g {
+            let (c, t) = (r["guard_confidence"].as_f64().expect("confidence recorded"), r["guard_min_confidence"].as_f64().unwrap());
+            assert!((0.0..=1.0).contains(&c), "{r}");
+            assert!((t - 0.35).abs() < 1e-6, "the handoff's default threshold: {t}");
+            assert_eq!(r["guard_fires"].as_bool().unwrap(), c < t, "{r}");
+            fires += usize::from(c < t);
+            conf.push(c);
+        }
+        assert_eq!(cells[2], g.len().to_string());
+        assert_eq!(cells[3], fires.to_string(), "fires at {w} words");
+        assert_eq!(cells[4], format!("{:.3}", fires as f64 / g.len() as f64));
+        assert_eq!(cells[5], format!("{:.3}", conf.iter().sum::<f64>() / conf.len() as f64));
+        assert_eq!(cells[6], "0.35");
+    }
+    // "Repeats itself": openers that say the same three words twice.
+    for (w, cells) in &openers {
+        let n = rs.iter().filter(|r| r["words"] == *w && ulm_eval::opener_repeats_itself(r["opener"].as_str().unwrap())).count();
+        assert_eq!(cells[10], format!("{:.3}", n as f64 / 5.0), "repeats itself at {w} words");
+    }
+
     // --report-only rewrites the same report from the rows.
     std::fs::remove_file(out.join("report.md")).unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_ulm")).args(["eval", "--report-only", "--out", out.to_str().unwrap()]).output().unwrap();
@@ -205,5 +234,83 @@ fn handoff_metrics_against_ulm_serve() {
         let restarts = g.iter().filter(|r| r["handoff"]["restart"] == true).count() as f64 / g.len() as f64;
         assert_eq!(cells[10], format!("{restarts:.2}"));
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The judge through a real endpoint: `ulm serve` hosting SmolLM2-135M-Instruct, asked by
+/// `ulm eval --judge` about the golden model's openers. The sixth prompt (150 digits, one SmolLM2
+/// token each) makes the judge's prompt longer than the server takes (`--max-prompt-tokens 200`;
+/// the others stay under about 140), so the server answers HTTP 400 for it: that reply must be
+/// counted as one the judge could not score, with no number.
+#[test]
+fn judge_through_ulm_serve_with_smollm2() {
+    let smollm2 = concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !Path::new(smollm2).exists() {
+        assert!(std::env::var_os("CI").is_none(), "{smollm2} missing under CI");
+        eprintln!("SKIPPED judge_through_ulm_serve_with_smollm2: {smollm2} missing; run scripts/fetch-assets.sh");
+        return;
+    }
+    let dir = scratch("judge");
+    let out = dir.join("out");
+    let p = prompts(&dir);
+    let digits: String = (0..150).map(|i| char::from(b'0' + (i * 7 % 10) as u8)).collect();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+    std::io::Write::write_all(&mut f, format!("{{\"id\":\"t6\",\"source\":\"chitchat\",\"category\":\"x\",\"prompt\":\"{digits}\"}}\n").as_bytes()).unwrap();
+    drop(f);
+    let g = golden();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ulm"))
+        .args(["serve", "--port", "0", "--model", &g, "--cloud-model", smollm2, "--ctx", "1024", "--max-prompt-tokens", "200", "--threads", "1"])
+        .env_remove("ULM_API_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("URL line").trim_end_matches('/').to_string();
+    let judge = format!("{url}/v1");
+    let o = Command::new(env!("CARGO_BIN_EXE_ulm"))
+        .args(["eval", "--prompts", p.to_str().unwrap(), "--out", out.to_str().unwrap(), "--models", &g, "--scorer", &g, "--words", "4", "--ctx", "256"])
+        .args(["--judge", &judge, "--judge-model", "SmolLM2-135M-Instruct.Q4_1"])
+        .output()
+        .unwrap();
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+    assert!(o.status.success(), "ulm eval failed: {}", String::from_utf8_lossy(&o.stderr));
+
+    let rs = rows(&out);
+    assert_eq!(rs.len(), 6, "every prompt has its row, scored or not");
+    let mut judged = Vec::new();
+    let mut unscored = 0;
+    for r in &rs {
+        assert_eq!(r["judge_model"], "SmolLM2-135M-Instruct.Q4_1", "{r}");
+        match (r["judge"].as_f64(), r["judge_error"].as_str()) {
+            (Some(s), None) => {
+                assert!((1.0..=5.0).contains(&s), "score outside 1-5: {r}");
+                judged.push(s);
+            }
+            (None, Some(e)) => {
+                assert!(!e.is_empty());
+                unscored += 1;
+            }
+            _ => panic!("a row is either scored or has a judge error: {r}"),
+        }
+    }
+    let long = rs.iter().find(|r| r["id"] == "t6").unwrap();
+    assert!(long["judge"].is_null(), "{long}");
+    assert!(long["judge_error"].as_str().unwrap().contains("HTTP 400"), "{long}");
+    assert!(!judged.is_empty(), "SmolLM2 scores at least one reply: {rs:?}");
+
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let t = table(&out, "| model | words | n | judged | could not score");
+    assert_eq!(t.len(), 1, "{md}");
+    assert_eq!(t[0][1..].to_vec(), vec![
+        "4".to_string(),
+        "6".to_string(),
+        judged.len().to_string(),
+        unscored.to_string(),
+        format!("{:.3}", judged.iter().sum::<f64>() / judged.len() as f64),
+    ]);
+    eprintln!("judge (SmolLM2 through ulm serve): {} scored {judged:?}, {unscored} could not score", judged.len());
     let _ = std::fs::remove_dir_all(&dir);
 }

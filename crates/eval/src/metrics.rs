@@ -38,6 +38,9 @@ pub struct Opener {
     pub ttfw_ms: Option<f64>,
     /// Time to the whole opener, ms.
     pub ms: f64,
+    /// The model's confidence as the handoff's pre-handoff guard reads it
+    /// ([`ulm_handoff::opener::mean_probability`] of the sampled tokens).
+    pub confidence: Option<f32>,
 }
 
 /// The first `words` words of a reply to `prompt` (the model's chat prompt; temperature 0.5,
@@ -54,7 +57,8 @@ pub fn opener(lm: &LoadedModel, s: &mut Session, prompt: &str, words: usize, see
         }
         true
     })?;
-    Ok(Opener { text: g.text, tokens: g.tokens.len(), ttfw_ms: ttfw, ms: g.total.as_secs_f64() * 1000.0 })
+    let confidence = ulm_handoff::opener::mean_probability(&g.logprobs);
+    Ok(Opener { text: g.text, tokens: g.tokens.len(), ttfw_ms: ttfw, ms: g.total.as_secs_f64() * 1000.0, confidence })
 }
 
 /// How a scorer rates a text.

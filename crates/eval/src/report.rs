@@ -108,6 +108,36 @@ pub struct Group {
     pub judge: Option<f64>,
     /// Rows with a judge score.
     pub judged: usize,
+    /// Rows the judge was asked about but gave no score for (`judge_error`).
+    pub judge_unscored: usize,
+    /// Rows with a recorded guard confidence.
+    pub guard_scored: usize,
+    /// Of those, rows where the guard would fire.
+    pub guard_fires: usize,
+    /// Mean guard confidence.
+    pub guard_confidence: Option<f64>,
+    /// The guard thresholds of the rows (one, unless rows from different runs are mixed).
+    pub guard_min_confidence: Vec<f64>,
+    /// Openers (without errors) that repeat a word trigram of their own ([`opener_repeats_itself`]).
+    pub self_repeats: usize,
+}
+
+/// True if `opener` says the same three words twice (case and punctuation ignored): the
+/// repetition that sets in when openers grow to 16 words (REFERENCE.md §4).
+///
+/// ```
+/// use ulm_eval::opener_repeats_itself;
+/// assert!(opener_repeats_itself("I am not sure. I am not sure what you mean"));
+/// assert!(!opener_repeats_itself("The capital of France is Paris, a city on the Seine"));
+/// ```
+pub fn opener_repeats_itself(opener: &str) -> bool {
+    let words: Vec<String> = opener
+        .split_whitespace()
+        .map(|w| w.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect::<String>())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    words.windows(3).any(|t| !seen.insert(t.to_vec()))
 }
 
 fn mean(v: &[f64]) -> Option<f64> {
@@ -156,6 +186,10 @@ pub fn summarize(rows: &[Row]) -> Vec<Group> {
             let f = |g: fn(&HandoffRow) -> Option<f64>| hs.iter().filter_map(|h| g(h)).collect::<Vec<f64>>();
             let gaps = f(|h| h.gap_ms);
             let judges: Vec<f64> = rs.iter().filter_map(|r| r.judge).collect();
+            let guard: Vec<(f64, bool)> = rs.iter().filter_map(|r| r.guard_confidence.zip(r.guard_fires)).collect();
+            let mut thresholds: Vec<f64> = rs.iter().filter_map(|r| r.guard_min_confidence).collect();
+            thresholds.sort_by(f64::total_cmp);
+            thresholds.dedup();
             let mut scorers: Vec<&str> = rs.iter().map(|r| r.scorer.as_str()).collect();
             scorers.dedup();
             Group {
@@ -182,6 +216,12 @@ pub fn summarize(rows: &[Row]) -> Vec<Group> {
                 total_p50: pct(&f(|h| Some(h.done_ms)), 50.0),
                 judge: mean(&judges),
                 judged: judges.len(),
+                judge_unscored: rs.iter().filter(|r| r.judge.is_none() && r.judge_error.is_some()).count(),
+                guard_scored: guard.len(),
+                guard_fires: guard.iter().filter(|g| g.1).count(),
+                guard_confidence: mean(&guard.iter().map(|g| g.0).collect::<Vec<_>>()),
+                guard_min_confidence: thresholds,
+                self_repeats: ok.iter().filter(|r| opener_repeats_itself(&r.opener)).count(),
                 model: m,
                 words: w,
             }
@@ -262,10 +302,11 @@ pub fn write_report(dir: &Path, rows: &[Row]) -> Result<(), EvalError> {
     md += "Mean LL: mean over prompts of the opener's mean per-token log-likelihood (nats) under the scorer, given the prompt in the scorer's chat format. ";
     md += "Acceptance: share of opener tokens (scorer's tokenization) inside the scorer's top-k. TTFW: time to first word (prefill included). ";
     md += "Peak RSS: the process with only that edge model loaded, after one opener.\n\n";
-    md += "| model | params | words | scorer | n | mean LL | acceptance | TTFW ms | opener ms | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|\n";
+    md += "Repeats itself: share of openers that say the same three words twice (case and punctuation ignored).\n\n";
+    md += "| model | params | words | scorer | n | mean LL | acceptance | TTFW ms | opener ms | peak RSS MB | repeats itself |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
     for g in &groups {
         md += &format!(
-            "| {} | {:.1}M | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {:.1}M | {} | {} | {} | {} | {} | {} | {} | {} | {:.3} |\n",
             short(&g.model),
             g.params as f64 / 1e6,
             g.words,
@@ -276,8 +317,10 @@ pub fn write_report(dir: &Path, rows: &[Row]) -> Result<(), EvalError> {
             f(g.ttfw_ms, 1),
             f(g.opener_ms, 1),
             g.peak_rss.map_or("–".into(), |b| format!("{:.0}", b as f64 / 1048576.0)),
+            g.self_repeats as f64 / g.n.max(1) as f64,
         );
     }
+    md += &guard_section(&groups);
     md += "\n## Handoff (seamlessness and latency)\n\n";
     if groups.iter().all(|g| g.handoffs == 0) {
         md += "skipped: no continuator configured (`--cloud URL --provider NAME`).\n";
@@ -310,7 +353,7 @@ Gap: opener *shown* → first continuation word, where the opener counts as show
     }
     md += &category_section(rows);
     md += "\n## LLM judge\n\n";
-    if groups.iter().all(|g| g.judged == 0) {
+    if groups.iter().all(|g| g.judged + g.judge_unscored == 0) {
         md += "skipped: no judge configured (`--judge URL --judge-model M`).\n";
     } else {
         let jm: Vec<String> = {
@@ -320,9 +363,11 @@ Gap: opener *shown* → first continuation word, where the opener counts as show
             v
         };
         md += &format!("One overall 1–5 score per full reply (opener + continuation, or the opener alone without a cloud), judge: {}.\n\n", jm.join(", "));
-        md += "| model | words | judged | mean score |\n|---|---|---|---|\n";
-        for g in groups.iter().filter(|g| g.judged > 0) {
-            md += &format!("| {} | {} | {} | {} |\n", short(&g.model), g.words, g.judged, f(g.judge, 3));
+        md += "Could not score: the judge was asked but gave no 1–5 score (HTTP error, or no number from 1 to 5 in its answer; `judge_error` in per_prompt.jsonl). \
+The mean is over the scored replies only.\n\n";
+        md += "| model | words | n | judged | could not score | mean score |\n|---|---|---|---|---|---|\n";
+        for g in groups.iter().filter(|g| g.judged + g.judge_unscored > 0) {
+            md += &format!("| {} | {} | {} | {} | {} | {} |\n", short(&g.model), g.words, g.n, g.judged, g.judge_unscored, f(g.judge, 3));
         }
     }
     md += "\n## Reference: the paper's published numbers (their judge, not ours)\n\n";
@@ -344,3 +389,28 @@ Gap: opener *shown* → first continuation word, where the opener counts as show
     std::fs::write(&path, md).map_err(|e| EvalError::io(&path, e))
 }
 
+
+/// How often the pre-handoff guard would replace the opener, per model × length.
+fn guard_section(groups: &[Group]) -> String {
+    if groups.iter().all(|g| g.guard_scored == 0) {
+        return String::new();
+    }
+    let mut md = String::from("\n## Pre-handoff guard (would fire)\n\n");
+    md += "The guard replaces an opener whose confidence (the opener model's mean probability of its sampled tokens) is below its threshold by a safe hedge \
+(`ulm_handoff::config::GuardSettings::fires`). Recorded for every opener at the handoff's default threshold; the handoff rows above ran with the guard off.\n\n";
+    md += "| model | words | n | fires | fire rate | mean confidence | threshold |\n|---|---|---|---|---|---|---|\n";
+    for g in groups.iter().filter(|g| g.guard_scored > 0) {
+        let t: Vec<String> = g.guard_min_confidence.iter().map(|t| format!("{t:.2}")).collect();
+        md += &format!(
+            "| {} | {} | {} | {} | {:.3} | {} | {} |\n",
+            short(&g.model),
+            g.words,
+            g.guard_scored,
+            g.guard_fires,
+            g.guard_fires as f64 / g.guard_scored as f64,
+            f(g.guard_confidence, 3),
+            t.join(", ")
+        );
+    }
+    md
+}

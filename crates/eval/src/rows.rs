@@ -85,10 +85,25 @@ pub struct Row {
     pub accepted: usize,
     /// The handoff, when a continuator was given.
     pub handoff: Option<HandoffRow>,
+    /// The opener model's confidence in its opener, as the pre-handoff guard reads it (mean
+    /// probability of the sampled tokens); `None` in rows written before it was recorded.
+    #[serde(default)]
+    pub guard_confidence: Option<f64>,
+    /// The guard's threshold (`guard.min_confidence` of the handoff's defaults).
+    #[serde(default)]
+    pub guard_min_confidence: Option<f64>,
+    /// The guard would replace this opener by its hedge (`GuardSettings::fires`). Recorded
+    /// whether or not the guard is on: the eval's handoff runs with the guard off.
+    #[serde(default)]
+    pub guard_fires: Option<bool>,
     /// The judge's 1–5 score of the full reply.
     pub judge: Option<f64>,
     /// The judge model.
     pub judge_model: Option<String>,
+    /// Why the judge gave no score (HTTP error, no 1–5 number in its answer); such rows are
+    /// counted as unscored, never dropped.
+    #[serde(default)]
+    pub judge_error: Option<String>,
     /// What failed, if anything.
     pub error: Option<String>,
 }

@@ -232,7 +232,7 @@ impl Handoff {
                 reply.guard = GuardReport { enabled: true, confidence, fired: false, replaced: None };
                 let text = if held.trim().is_empty() { out.text.clone() } else { held.clone() };
                 match confidence {
-                    Some(c) if c < cfg.guard.min_confidence => {
+                    Some(c) if cfg.guard.fires(Some(c)) => {
                         reply.guard.fired = true;
                         reply.guard.replaced = Some(text.trim().to_string());
                         events(Event::GuardFired { confidence: c, replaced: text.trim().to_string() });

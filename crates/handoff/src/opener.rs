@@ -60,6 +60,18 @@ pub struct OpenerOut {
     pub confidence: Option<f32>,
 }
 
+/// The opener's confidence as the shipped local side reports it: the mean probability of the
+/// sampled tokens, from their log-probabilities (natural log); `None` for no tokens.
+///
+/// ```
+/// let c = ulm_handoff::opener::mean_probability(&[0.0, (0.5f32).ln()]).unwrap();
+/// assert!((c - 0.75).abs() < 1e-6);
+/// assert_eq!(ulm_handoff::opener::mean_probability(&[]), None);
+/// ```
+pub fn mean_probability(logprobs: &[f32]) -> Option<f32> {
+    (!logprobs.is_empty()).then(|| logprobs.iter().map(|lp| lp.exp()).sum::<f32>() / logprobs.len() as f32)
+}
+
 /// The local model failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the local opener model failed: {message}")]

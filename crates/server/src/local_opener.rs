@@ -233,7 +233,7 @@ impl OpenerModel for LocalOpener {
             true
         })?;
         // The pieces are the opener; the runtime trims trailing whitespace of its own copy only.
-        let confidence = (!g.logprobs.is_empty()).then(|| g.logprobs.iter().map(|lp| lp.exp()).sum::<f32>() / g.logprobs.len() as f32);
+        let confidence = ulm_handoff::opener::mean_probability(&g.logprobs);
         Ok(OpenerOut { text, ended: g.stop == StopReason::EndOfTurn, tokens: g.tokens.len(), confidence })
     }
 
