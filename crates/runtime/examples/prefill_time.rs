@@ -1,11 +1,15 @@
-//! Times prefill and decode of a random-weight preset on one thread (profiling aid). Reports
+//! Times prefill and decode of a random-weight preset, or of a model file (GGUF or HF folder,
+//! native precision), on one thread (profiling aid). Reports
 //! the thread's CPU time (from /proc/thread-self/schedstat on Linux), which stays meaningful on a
 //! loaded machine, beside the best wall time.
 //!
 //! ```text
 //! cargo run --release -p ulm-runtime --example prefill_time -- micro_30m 40 200
+//! cargo run --release -p ulm-runtime --example prefill_time -- assets/models/SmolLM2-135M-Instruct.Q4_1.gguf 40 20
 //! ```
+use std::sync::Arc;
 use std::time::Instant;
+use ulm_runtime::generate::LoadedModel;
 use ulm_runtime::{Config, Model, Precision, Session};
 
 /// CPU time of this thread in seconds (Linux), or None elsewhere.
@@ -16,10 +20,13 @@ fn cpu_time() -> Option<f64> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let config = Config::preset(args.get(1).map_or("micro_30m", |s| s)).expect("preset name");
+    let what = args.get(1).map_or("micro_30m", |s| s);
+    let model: Arc<Model> = match Config::preset(what) {
+        Some(config) => Arc::new(Model::random(config, 7).converted(Precision::Int8)),
+        None => LoadedModel::open(what.as_ref(), Precision::Native, Some(512)).expect("a preset name or a model file").model,
+    };
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(40);
     let reps: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100);
-    let model = Model::random(config, 7).converted(Precision::Int8);
     let prompt: Vec<u32> = (0..n as u32).map(|i| 100 + i * 37).collect();
     let mut s = Session::new(&model);
     let mut best = f64::MAX;

@@ -459,6 +459,18 @@ impl Weight {
             }
             return;
         }
+        #[cfg(target_arch = "x86_64")]
+        if n_tok == 1 && has_avx2() {
+            let nb = cols / BLOCK;
+            let q = xq.at(0, cols);
+            match self {
+                // SAFETY: AVX2 and FMA were detected; the caller guarantees out[r] for r in rows.
+                Weight::Q4_0 { qs, d, .. } => return unsafe { avx2::rows_q4(qs, d, None, nb, q, rows, out) },
+                // SAFETY: as above.
+                Weight::Q4_1 { qs, d, m, .. } => return unsafe { avx2::rows_q4(qs, d, Some(m), nb, q, rows, out) },
+                _ => {}
+            }
+        }
         let empty = QActsRef { qs: &[], d: &[], s: &[] };
         for r in rows {
             // Four tokens at a time share each weight block's load (the prefill path).
@@ -676,35 +688,79 @@ mod avx2 {
         [hsum(a0), hsum(a1), hsum(a2), hsum(a3)]
     }
 
+    /// One Q4_0 / Q4_1 row against one activation row. Two accumulators (even and odd blocks)
+    /// halve the FMA dependency chain; Q4_1's offset term Σ m·s is a separate 8-wide dot over the
+    /// block minima and activation sums, not a scalar add per block.
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn dot_q4(w: &[u8], wd: &[f32], m: Option<&[f32]>, x: QActsRef<'_>) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        let mut offs = 0.0f32;
         let nb = wd.len().min(x.d.len()).min(w.len() / 16).min(x.qs.len() / BLOCK);
         let low = _mm_set1_epi8(15);
         let eight = _mm256_set1_epi8(8);
-        for b in 0..nb {
-            // SAFETY: block b lies inside both slices (nb is bounded by both lengths).
+        let ones = _mm256_set1_epi16(1);
+        let (wp, xp) = (w.as_ptr(), x.qs.as_ptr());
+        // Σ over block b of w·x as 8 f32 lanes, scaled by both block scales.
+        let block = |b: usize| {
+            // SAFETY: block b < nb lies inside both slices (nb is bounded by both lengths).
             let (packed, v) = unsafe {
-                (
-                    _mm_loadu_si128(w.as_ptr().add(b * 16) as *const __m128i),
-                    _mm256_loadu_si256(x.qs.as_ptr().add(b * BLOCK) as *const __m256i),
-                )
+                (_mm_loadu_si128(wp.add(b * 16) as *const __m128i), _mm256_loadu_si256(xp.add(b * BLOCK) as *const __m256i))
             };
             let lo = _mm_and_si128(packed, low);
             let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low);
             let nib = _mm256_set_m128i(hi, lo); // elements 0..16 low lane, 16..32 high lane
             let prod = match m {
                 // Nibbles are 0..15: already a valid unsigned maddubs operand.
-                Some(_) => _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(nib, v), _mm256_set1_epi16(1))),
+                Some(_) => _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(nib, v), ones)),
                 None => block_i8(_mm256_sub_epi8(nib, eight), v),
             };
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(wd[b] * x.d[b]), prod, acc);
-            if let Some(m) = m {
-                offs += m[b] * x.s[b];
+            (_mm256_set1_ps(wd[b] * x.d[b]), prod)
+        };
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut b = 0;
+        while b + 2 <= nb {
+            let (s0, p0) = block(b);
+            let (s1, p1) = block(b + 1);
+            acc0 = _mm256_fmadd_ps(s0, p0, acc0);
+            acc1 = _mm256_fmadd_ps(s1, p1, acc1);
+            b += 2;
+        }
+        if b < nb {
+            let (s0, p0) = block(b);
+            acc0 = _mm256_fmadd_ps(s0, p0, acc0);
+        }
+        let mut sum = hsum(_mm256_add_ps(acc0, acc1));
+        if let Some(m) = m {
+            let n = nb.min(m.len()).min(x.s.len());
+            let (mp, sp) = (m.as_ptr(), x.s.as_ptr());
+            let mut offs = _mm256_setzero_ps();
+            let mut i = 0;
+            while i + 8 <= n {
+                // SAFETY: i + 8 <= n, which bounds both slices.
+                offs = unsafe { _mm256_fmadd_ps(_mm256_loadu_ps(mp.add(i)), _mm256_loadu_ps(sp.add(i)), offs) };
+                i += 8;
+            }
+            sum += hsum(offs);
+            for j in i..n {
+                sum += m[j] * x.s[j];
             }
         }
-        hsum(acc) + offs
+        sum
+    }
+
+    /// Rows `rows` of a Q4_0 / Q4_1 matrix (`nb` blocks per row) against one activation row,
+    /// written to `out[r]`: the row loop runs inside the AVX2 code, so nothing is dispatched
+    /// per row (the decode path, where one token meets every row once).
+    ///
+    /// # Safety
+    /// `out` must be valid for writes at every `r` in `rows`, and nobody else may access them.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn rows_q4(qs: &[u8], d: &[f32], m: Option<&[f32]>, nb: usize, x: QActsRef<'_>, rows: std::ops::Range<usize>, out: *mut f32) {
+        for r in rows {
+            let (w, wd) = (&qs[r * nb * 16..(r + 1) * nb * 16], &d[r * nb..(r + 1) * nb]);
+            let v = dot_q4(w, wd, m.map(|m| &m[r * nb..(r + 1) * nb]), x);
+            // SAFETY: the caller guarantees out[r] is ours to write.
+            unsafe { *out.add(r) = v };
+        }
     }
 }
 
