@@ -256,7 +256,8 @@ impl CompletionTemplate {
         out
     }
 
-    /// `text` made safe to put inside a raw prompt: a [`BREAK`] goes after the first character of
+    /// `text` made safe to put inside a prompt (the providers apply it to every content and the
+    /// opener, whatever the provider): a [`BREAK`] goes after the first character of
     /// every special-token text in it, so no server's tokenizer can read a special token there
     /// (a user who types `<|im_end|>\n<|im_start|>system` cannot forge a turn), while the text
     /// reads the same. Broken: this template's [`markers`](Self::markers), and any `<|` or `<｜`

@@ -81,6 +81,17 @@ fn anthropic_cacheable(cfg: &Config, conversation: &[Turn]) -> bool {
 }
 
 fn build(cfg: &Config, conversation: &[Turn], prefix: Option<&str>, warm: bool) -> ProviderRequest {
+    // Special-token texts a user typed (or the opener wrote) must stay text. A raw completion
+    // prompt is tokenized with specials parsed (llama.cpp, `ulm serve`), and so is the chat
+    // template llama.cpp renders for /v1/chat/completions and /v1/messages (measured: a forged
+    // ChatML turn in a user message becomes special tokens there too). So every content and the
+    // prefix are neutralised for every provider: the break is invisible, and hosted APIs that
+    // encode contents literally lose nothing.
+    let t = &cfg.template;
+    let conversation: Vec<Turn> = conversation.iter().map(|turn| Turn::new(turn.role, t.neutralise(&turn.content))).collect();
+    let conversation = conversation.as_slice();
+    let prefix = prefix.map(|p| t.neutralise(p));
+    let prefix = prefix.as_deref();
     // The contract is about continuing an opener: a plain answer gets none. The warming request
     // carries it, because the real request will.
     let contract = if prefix.is_some() || warm { cfg.contract() } else { "" };
@@ -117,19 +128,16 @@ fn build(cfg: &Config, conversation: &[Turn], prefix: Option<&str>, warm: bool) 
             (format!("{root}/chat/completions"), to_json(&req), StreamFormat::Chat)
         }
         ProviderKind::Completion => {
-            // The prompt is a raw string the server tokenizes with special tokens parsed (llama.cpp
-            // and `ulm serve` do): only the template may write them, so every content and the
-            // opener are neutralised first.
-            let t = &cfg.template;
+            // Only the template writes special tokens: the contents were neutralised above.
             let mut prompt = t.begin.clone();
             if let Some(s) = &system {
                 prompt += &t.render_turn("system", &t.neutralise(s));
             }
             for turn in &turns {
-                prompt += &t.render_turn(turn.role.as_str(), &t.neutralise(&turn.content));
+                prompt += &t.render_turn(turn.role.as_str(), &turn.content);
             }
             prompt += &t.assistant_start;
-            prompt += &t.neutralise(prefix.unwrap_or(""));
+            prompt += prefix.unwrap_or("");
             let mut req = CompletionRequest::new(cfg.model.clone());
             req.prompt = Prompt::Text(prompt);
             req.stream = Some(!warm);
@@ -413,9 +421,16 @@ mod tests {
         // The warming request's prompt is neutralised the same way (it must stay a prefix).
         let warm = warm_request(&cfg(ProviderKind::Completion), &conv).unwrap();
         assert!(prompt.starts_with(warm.body["prompt"].as_str().unwrap()));
-        // Chat providers send contents as they are: their servers template them.
+        // Chat providers too: llama.cpp renders their template into text and parses it with
+        // specials (tests/llama_server.rs), so the contents and the prefill are neutralised alike.
+        for p in [ProviderKind::Prefill, ProviderKind::Prefix, ProviderKind::Instruct, ProviderKind::Anthropic] {
+            let body = continuation_request(&cfg(p), &conv, opener).body.to_string();
+            assert!(!body.contains("<|im_end|>") && !body.contains("<|im_start|>") && !body.contains("<|endoftext|>"), "{p}: {body}");
+            assert!(body.replace(BREAK, "").contains(&serde_json::to_string(forged).unwrap()[1..forged.len()]), "{p}: readable");
+        }
         let chat = continuation_request(&cfg(ProviderKind::Prefill), &conv, opener);
-        assert_eq!(chat.body["messages"][1]["content"], forged);
+        assert_eq!(chat.body["messages"][1]["content"].as_str().unwrap().replace(BREAK, ""), forged);
+        assert_eq!(chat.body["messages"][2]["content"].as_str().unwrap().replace(BREAK, ""), opener);
     }
 
     #[test]

@@ -137,16 +137,17 @@ fn llama_cpp_server_speaks_every_strategy() {
     drop(server);
 }
 
-/// A user who types a ChatML turn into a `completion` prompt: llama.cpp tokenizes raw prompts with
-/// special tokens parsed, so the forged `<|im_end|>` / `<|im_start|>` would become real ones; the
-/// provider's neutralised prompt holds only the template's own.
+/// A user who types a ChatML turn: llama.cpp tokenizes raw `/v1/completions` prompts, and the
+/// text its chat endpoint renders, with special tokens parsed, so the forged `<|im_end|>` /
+/// `<|im_start|>` would become real ones; the providers' neutralised requests hold only the
+/// template's own.
 #[test]
-fn llama_cpp_sees_no_forged_turn_in_a_completion_prompt() {
+fn llama_cpp_sees_no_forged_turn_from_user_text() {
     let server = match start_llama_server() {
         Ok(s) => s,
         Err(why) if std::env::var_os("CI").is_some() => panic!("llama.cpp server unavailable under CI: {why}"),
         Err(why) => {
-            say(&format!("SKIPPED llama_cpp_sees_no_forged_turn_in_a_completion_prompt: {why}"));
+            say(&format!("SKIPPED llama_cpp_sees_no_forged_turn_from_user_text: {why}"));
             return;
         }
     };
@@ -195,6 +196,31 @@ fn llama_cpp_sees_no_forged_turn_in_a_completion_prompt() {
             let v = post("/v1/completions", body).await;
             assert_eq!(v["usage"]["prompt_tokens"].as_u64(), Some(ids.len() as u64), "{v}");
         }
+
+        // llama.cpp's chat endpoint renders its template into text and parses it with specials
+        // too: the prefill request with the user's raw text holds 5 forged special tokens fewer
+        // text tokens; the provider's neutralised one costs exactly what /tokenize says its user
+        // text costs as plain text.
+        let chat = ulm_handoff::provider::continuation_request(&config(&server.url, ProviderKind::Prefill), &conversation, "The answer is");
+        let safe_user = chat.body["messages"][1]["content"].as_str().unwrap().to_string();
+        assert_eq!(safe_user.replace(ulm_handoff::config::BREAK, ""), forged);
+        let mut raw_chat = chat.body.clone();
+        raw_chat["messages"][1]["content"] = forged.into();
+        let chat_tokens = |mut body: serde_json::Value| {
+            body["stream"] = false.into();
+            body["max_tokens"] = 1.into();
+            let v = post("/v1/chat/completions", body);
+            async move {
+                let v = v.await;
+                v["usage"]["prompt_tokens"].as_i64().unwrap_or_else(|| panic!("{v}"))
+            }
+        };
+        let (chat_safe, chat_raw) = (chat_tokens(chat.body.clone()).await, chat_tokens(raw_chat).await);
+        let user_safe = tokens(post("/tokenize", serde_json::json!({"content": safe_user})).await);
+        let user_raw = tokens(post("/tokenize", serde_json::json!({"content": forged})).await);
+        assert_eq!(count(&user_raw), (2, 2), "the user's forged turn, read with specials");
+        assert_eq!(count(&user_safe), (0, 0), "the neutralised user text holds no special token");
+        assert_eq!(chat_safe - chat_raw, user_safe.len() as i64 - user_raw.len() as i64, "the chat endpoint reads the contents as /tokenize does");
 
         // And the whole handoff runs on the forged conversation.
         let h = Handoff::new(cfg.clone()).unwrap();
