@@ -53,7 +53,7 @@ pub struct Args {
     #[arg(long)]
     pub slots: Option<usize>,
     /// Batched decoding: each model steps up to N running generations in one forward pass on
-    /// all cores (0: off, each slot decodes on its own thread with --threads).
+    /// one thread (--threads: more) (0: off, each slot decodes on its own thread).
     #[arg(long, default_value_t = ulm_server::state::DEFAULT_BATCH)]
     pub batch: usize,
     /// Requests that may wait for a slot before 429.
@@ -194,7 +194,7 @@ pub fn run(a: Args) -> Result<()> {
             self_url: Some(url.clone()),
             threads: a.threads,
             batch: a.batch,
-            batch_threads: cores.max(a.threads),
+            batch_threads: a.threads,
             idle_sessions: slots,
             ..ServerConfig::default()
         };
@@ -202,7 +202,7 @@ pub fn run(a: Args) -> Result<()> {
         eprintln!(
             "ulm serve: edge `{edge_id}`, cloud `{cloud_id}`, {slots} slots, queue {}, {}, cloud for handoffs: {} (requests may name: {}){}",
             a.queue,
-            if a.batch > 0 { format!("batched decoding (up to {} per pass, {} threads)", a.batch, cores.max(a.threads)) } else { "batching off".into() },
+            if a.batch > 0 { format!("batched decoding (up to {} per pass, {} threads)", a.batch, a.threads) } else { "batching off".into() },
             state.default_cloud_url().unwrap_or_default(),
             match cloud_override {
                 CloudOverride::Off => "no other",

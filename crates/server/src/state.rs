@@ -25,7 +25,8 @@ pub const DEFAULT_SLOTS: usize = 2;
 pub const DEFAULT_QUEUE: usize = 64;
 /// Sessions one batched decode pass steps together (0: batching off, each slot runs its own
 /// generation). On: decoding is bound by reading the weights, and a pass reads them once for
-/// every running generation (see docs/benchmarks.md, "batched decoding").
+/// every running generation (see docs/benchmarks.md, "batched decoding on vs off": SmolLM2
+/// serves 1.3–1.4× the requests at 8–32 clients, and time to first token drops 5–7×).
 pub const DEFAULT_BATCH: usize = 32;
 /// Longest wait for a slot before 503.
 pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 120_000;
