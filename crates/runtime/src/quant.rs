@@ -465,6 +465,8 @@ impl Weight {
             let q = xq.at(0, cols);
             match self {
                 // SAFETY: AVX2 and FMA were detected; the caller guarantees out[r] for r in rows.
+                Weight::Q8 { qs, d, .. } => return unsafe { avx2::rows_q8(qs, d, cols, q, rows, out) },
+                // SAFETY: as above.
                 Weight::Q4_0 { qs, d, .. } => return unsafe { avx2::rows_q4(qs, d, None, nb, q, rows, out) },
                 // SAFETY: as above.
                 Weight::Q4_1 { qs, d, m, .. } => return unsafe { avx2::rows_q4(qs, d, Some(m), nb, q, rows, out) },
@@ -584,6 +586,9 @@ mod avx2 {
         _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
     }
 
+    /// One Q8_0 row against one activation row. One accumulator, blocks in order: the same
+    /// sums as [`dot_q8_x4`], so a token gives the same logits alone or in a tile or a batch.
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn dot_q8(w: &[i8], wd: &[f32], x: QActsRef<'_>) -> f32 {
         let mut acc = _mm256_setzero_ps();
@@ -599,6 +604,21 @@ mod avx2 {
             acc = _mm256_fmadd_ps(_mm256_set1_ps(wd[b] * x.d[b]), block_i8(a, v), acc);
         }
         hsum(acc)
+    }
+
+    /// Rows `rows` of a Q8_0 matrix (`cols` wide) against one activation row, written to
+    /// `out[r]`, with the row loop inside the AVX2 code (see [`rows_q4`]).
+    ///
+    /// # Safety
+    /// `out` must be valid for writes at every `r` in `rows`, and nobody else may access them.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn rows_q8(qs: &[i8], d: &[f32], cols: usize, x: QActsRef<'_>, rows: std::ops::Range<usize>, out: *mut f32) {
+        let nb = cols / BLOCK;
+        for r in rows {
+            let v = dot_q8(&qs[r * cols..(r + 1) * cols], &d[r * nb..(r + 1) * nb], x);
+            // SAFETY: the caller guarantees out[r] is ours to write.
+            unsafe { *out.add(r) = v };
+        }
     }
 
     /// Σ of the eight i32 lanes.
