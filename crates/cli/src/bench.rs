@@ -5,6 +5,7 @@
 //! ```text
 //! ulm bench                       # full table, then one JSON line
 //! ulm bench --quick               # fewer repetitions
+//! ulm bench --only smollm2        # one model (here beside llama.cpp)
 //! ulm bench --no-peer             # skip llama.cpp
 //! ```
 //! Each configuration runs in its own child process (`ulm bench --one ...`) so peak RSS is its
@@ -39,6 +40,9 @@ pub struct Args {
     /// Skip llama.cpp.
     #[arg(long)]
     no_peer: bool,
+    /// Only the models whose name contains this (`smollm2`, `micro_30m`, …).
+    #[arg(long)]
+    only: Option<String>,
     /// Internal: run one configuration `name:precision:threads` and print its JSON.
     #[arg(long, hide = true)]
     one: Option<String>,
@@ -207,6 +211,12 @@ pub fn run(a: Args) -> Result<()> {
             specs.push(format!("smollm2:native:{t}"));
         }
     }
+    if let Some(only) = &a.only {
+        specs.retain(|s| s.contains(only.as_str()));
+        if specs.is_empty() {
+            bail!("--only {only}: no model matches (micro_8m, micro_15m, micro_30m, smollm2)");
+        }
+    }
     let mut rows = Vec::new();
     for spec in &specs {
         eprint!("{spec} … ");
@@ -221,7 +231,8 @@ pub fn run(a: Args) -> Result<()> {
         eprintln!("{:.2} ms/token", row.decode_ms_per_token);
         rows.push(row);
     }
-    if let (Some(smol), false) = (&smol, a.no_peer) {
+    let smol_rows = specs.iter().any(|s| s.starts_with("smollm2"));
+    if let (Some(smol), false, true) = (&smol, a.no_peer, smol_rows) {
         let lm = LoadedModel::open(smol, Precision::Native, Some(1024))?;
         let mut prompt = lm.chat_prompt(QUESTION)?;
         prompt.truncate(a.prompt_tokens);
@@ -241,7 +252,7 @@ pub fn run(a: Args) -> Result<()> {
 }
 
 fn a_clone(a: &Args) -> Args {
-    Args { prompt_tokens: a.prompt_tokens, decode_tokens: a.decode_tokens, reps: a.reps, quick: a.quick, no_peer: a.no_peer, one: None }
+    Args { prompt_tokens: a.prompt_tokens, decode_tokens: a.decode_tokens, reps: a.reps, quick: a.quick, no_peer: a.no_peer, only: a.only.clone(), one: None }
 }
 
 fn print_table(rows: &[Row], prompt_tokens: usize) {
