@@ -14,7 +14,7 @@
 //! own structure yields special tokens. A raw `/v1/completions` prompt is the caller's own
 //! template, so special-token texts in it **are** parsed (as llama.cpp's `/completion` does):
 //! whoever puts user text into a raw prompt must keep it from holding special-token texts, or use
-//! the chat endpoint.
+//! the chat endpoint. ulm-handoff's providers do so for every cloud (`CompletionTemplate::neutralise`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
