@@ -402,7 +402,7 @@ impl Weight {
     }
 
     /// Row `r` against four quantized token rows at once, when a tiled kernel exists for this
-    /// format on this CPU (AVX2: Q8); `None` sends the caller to [`Weight::row_dot`].
+    /// format on this CPU (AVX2: Q8_0, Q4_0, Q4_1); `None` sends the caller to [`Weight::row_dot`].
     #[inline]
     fn row_dot4(&self, r: usize, xq: [QActsRef<'_>; 4]) -> Option<[f32; 4]> {
         let cols = self.cols();
@@ -413,6 +413,18 @@ impl Weight {
                 let (w, wd) = (&qs[r * cols..(r + 1) * cols], &d[r * nb..(r + 1) * nb]);
                 // SAFETY: AVX2 and FMA were detected at run time.
                 Some(unsafe { avx2::dot_q8_x4(w, wd, &xq) })
+            }
+            #[cfg(target_arch = "x86_64")]
+            Weight::Q4_0 { qs, d, .. } if has_avx2() => {
+                let (w, wd) = (&qs[r * nb * 16..(r + 1) * nb * 16], &d[r * nb..(r + 1) * nb]);
+                // SAFETY: AVX2 and FMA were detected at run time.
+                Some(unsafe { avx2::dot_q4_x4(w, wd, None, &xq) })
+            }
+            #[cfg(target_arch = "x86_64")]
+            Weight::Q4_1 { qs, d, m, .. } if has_avx2() => {
+                let (w, wd, wm) = (&qs[r * nb * 16..(r + 1) * nb * 16], &d[r * nb..(r + 1) * nb], &m[r * nb..(r + 1) * nb]);
+                // SAFETY: AVX2 and FMA were detected at run time.
+                Some(unsafe { avx2::dot_q4_x4(w, wd, Some(wm), &xq) })
             }
             _ => {
                 let _ = (r, xq, nb);
@@ -708,50 +720,41 @@ mod avx2 {
         [hsum(a0), hsum(a1), hsum(a2), hsum(a3)]
     }
 
-    /// One Q4_0 / Q4_1 row against one activation row. Two accumulators (even and odd blocks)
-    /// halve the FMA dependency chain; Q4_1's offset term Σ m·s is a separate 8-wide dot over the
-    /// block minima and activation sums, not a scalar add per block.
+    /// The 32 weights of Q4 block `b` (at `wp`) as signed (Q4_0: nibble − 8) or unsigned
+    /// (Q4_1: nibble) bytes, in element order.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn dot_q4(w: &[u8], wd: &[f32], m: Option<&[f32]>, x: QActsRef<'_>) -> f32 {
-        let nb = wd.len().min(x.d.len()).min(w.len() / 16).min(x.qs.len() / BLOCK);
+    unsafe fn q4_nibbles(wp: *const u8, b: usize) -> __m256i {
+        // SAFETY: the caller guarantees block b lies inside the row.
+        let packed = unsafe { _mm_loadu_si128(wp.add(b * 16) as *const __m128i) };
         let low = _mm_set1_epi8(15);
-        let eight = _mm256_set1_epi8(8);
-        let ones = _mm256_set1_epi16(1);
-        let (wp, xp) = (w.as_ptr(), x.qs.as_ptr());
-        // Σ over block b of w·x as 8 f32 lanes, scaled by both block scales.
-        let block = |b: usize| {
-            // SAFETY: block b < nb lies inside both slices (nb is bounded by both lengths).
-            let (packed, v) = unsafe {
-                (_mm_loadu_si128(wp.add(b * 16) as *const __m128i), _mm256_loadu_si256(xp.add(b * BLOCK) as *const __m256i))
-            };
-            let lo = _mm_and_si128(packed, low);
-            let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low);
-            let nib = _mm256_set_m128i(hi, lo); // elements 0..16 low lane, 16..32 high lane
-            let prod = match m {
-                // Nibbles are 0..15: already a valid unsigned maddubs operand.
-                Some(_) => _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(nib, v), ones)),
-                None => block_i8(_mm256_sub_epi8(nib, eight), v),
-            };
-            (_mm256_set1_ps(wd[b] * x.d[b]), prod)
-        };
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut b = 0;
-        while b + 2 <= nb {
-            let (s0, p0) = block(b);
-            let (s1, p1) = block(b + 1);
-            acc0 = _mm256_fmadd_ps(s0, p0, acc0);
-            acc1 = _mm256_fmadd_ps(s1, p1, acc1);
-            b += 2;
+        let lo = _mm_and_si128(packed, low);
+        let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low);
+        _mm256_set_m128i(hi, lo) // elements 0..16 low lane, 16..32 high lane
+    }
+
+    /// Σ over one block of nibbles·x as 8 f32 lanes (`q41`: nibbles are unsigned, else − 8).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn q4_block(nib: __m256i, v: __m256i, q41: bool) -> __m256 {
+        if q41 {
+            // Nibbles are 0..15: already a valid unsigned maddubs operand.
+            _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(nib, v), _mm256_set1_epi16(1)))
+        } else {
+            block_i8(_mm256_sub_epi8(nib, _mm256_set1_epi8(8)), v)
         }
-        if b < nb {
-            let (s0, p0) = block(b);
-            acc0 = _mm256_fmadd_ps(s0, p0, acc0);
-        }
+    }
+
+    /// The end of a Q4 row product: the two block accumulators summed, plus Q4_1's offset term
+    /// Σ m·s as an 8-wide dot over the block minima and activation sums. One function, so a
+    /// token alone ([`dot_q4`]) and in a tile ([`dot_q4_x4`]) gets the same bits.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn q4_finish(acc0: __m256, acc1: __m256, m: Option<&[f32]>, s: &[f32], nb: usize) -> f32 {
         let mut sum = hsum(_mm256_add_ps(acc0, acc1));
         if let Some(m) = m {
-            let n = nb.min(m.len()).min(x.s.len());
-            let (mp, sp) = (m.as_ptr(), x.s.as_ptr());
+            let n = nb.min(m.len()).min(s.len());
+            let (mp, sp) = (m.as_ptr(), s.as_ptr());
             let mut offs = _mm256_setzero_ps();
             let mut i = 0;
             while i + 8 <= n {
@@ -761,10 +764,72 @@ mod avx2 {
             }
             sum += hsum(offs);
             for j in i..n {
-                sum += m[j] * x.s[j];
+                sum += m[j] * s[j];
             }
         }
         sum
+    }
+
+    /// One Q4_0 / Q4_1 row against one activation row. Two accumulators (even and odd blocks)
+    /// halve the FMA dependency chain; the offset term is [`q4_finish`]'s.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn dot_q4(w: &[u8], wd: &[f32], m: Option<&[f32]>, x: QActsRef<'_>) -> f32 {
+        let nb = wd.len().min(x.d.len()).min(w.len() / 16).min(x.qs.len() / BLOCK);
+        let (wp, xp, q41) = (w.as_ptr(), x.qs.as_ptr(), m.is_some());
+        // Σ over block b, scaled by both block scales.
+        let block = |b: usize| {
+            // SAFETY: block b < nb lies inside both slices (nb is bounded by both lengths).
+            let (nib, v) = unsafe { (q4_nibbles(wp, b), _mm256_loadu_si256(xp.add(b * BLOCK) as *const __m256i)) };
+            (_mm256_set1_ps(wd[b] * x.d[b]), q4_block(nib, v, q41))
+        };
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut b = 0;
+        while b + 2 <= nb {
+            let ((s0, p0), (s1, p1)) = (block(b), block(b + 1));
+            acc0 = _mm256_fmadd_ps(s0, p0, acc0);
+            acc1 = _mm256_fmadd_ps(s1, p1, acc1);
+            b += 2;
+        }
+        if b < nb {
+            let (s0, p0) = block(b);
+            acc0 = _mm256_fmadd_ps(s0, p0, acc0);
+        }
+        q4_finish(acc0, acc1, m, x.s, nb)
+    }
+
+    /// [`dot_q4`] of one weight row against four activation rows (a prefill tile or a batch):
+    /// each block's nibbles are unpacked once for all four, and every token's sums are added in
+    /// the same order as alone.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn dot_q4_x4(w: &[u8], wd: &[f32], m: Option<&[f32]>, x: &[QActsRef<'_>; 4]) -> [f32; 4] {
+        let nb = x.iter().fold(wd.len().min(w.len() / 16), |n, x| n.min(x.d.len()).min(x.qs.len() / BLOCK));
+        let (wp, q41) = (w.as_ptr(), m.is_some());
+        let z = _mm256_setzero_ps();
+        let (mut e, mut o) = ([z; 4], [z; 4]); // even- and odd-block accumulators per token
+        // Block b of every token into `acc`.
+        macro_rules! blocks {
+            ($acc:ident, $b:expr) => {{
+                let b = $b;
+                // SAFETY: block b < nb lies inside the row and every activation row.
+                let nib = unsafe { q4_nibbles(wp, b) };
+                for t in 0..4 {
+                    // SAFETY: as above.
+                    let v = unsafe { _mm256_loadu_si256(x[t].qs.as_ptr().add(b * BLOCK) as *const __m256i) };
+                    $acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(wd[b] * x[t].d[b]), q4_block(nib, v, q41), $acc[t]);
+                }
+            }};
+        }
+        let mut b = 0;
+        while b + 2 <= nb {
+            blocks!(e, b);
+            blocks!(o, b + 1);
+            b += 2;
+        }
+        if b < nb {
+            blocks!(e, b);
+        }
+        std::array::from_fn(|t| q4_finish(e[t], o[t], m, x[t].s, nb))
     }
 
     /// Rows `rows` of a Q4_0 / Q4_1 matrix (`nb` blocks per row) against one activation row,
@@ -847,6 +912,37 @@ mod tests {
                 let tol = QDOT_TOL * (1.0 + exact.abs());
                 assert!((fast[r] - slow).abs() <= tol, "{} row {r}: fast {} slow {slow}", w.format(), fast[r]);
                 assert!((slow - exact).abs() <= tol * 10.0, "{} row {r}: slow {slow} exact {exact}", w.format());
+            }
+        }
+    }
+
+    /// Blockwise formats in tiles: a 5-token product (one 4-token tile + one alone) gives every
+    /// token the same bits as its own matvec, so prefill, decode and batches agree exactly.
+    #[test]
+    fn blockwise_tiles_equal_single_tokens_bit_for_bit() {
+        let mut rng = Rng::new(13);
+        let (rows, cols, n) = (7, 160, 5);
+        let mut weights = Vec::new();
+        for q41 in [false, true] {
+            let b = random_q4_view(rows, cols, q41, &mut rng);
+            let dt = if q41 { DType::Q4_1 } else { DType::Q4_0 };
+            weights.push(Weight::from_view(&TensorView { dtype: dt, shape: vec![rows, cols], data: &b }, rows, cols, Precision::Native, "w").unwrap());
+        }
+        weights.push(weights[0].to_q8());
+        let x = rng.vec(n * cols, 1.0);
+        let mut xq = QActs::with_len(n * cols);
+        xq.quantize(&x); // per 32-block: each token's blocks are its own
+        for w in &weights {
+            let mut tiled = vec![0.0; n * rows];
+            w.matmul_rows(&mut tiled, rows, &x, &xq, n, 0..rows);
+            for t in 0..n {
+                let mut one = QActs::with_len(cols);
+                one.quantize(&x[t * cols..(t + 1) * cols]);
+                let mut alone = vec![0.0; rows];
+                w.matvec(&mut alone, &x[t * cols..(t + 1) * cols], &one);
+                let got: Vec<u32> = tiled[t * rows..(t + 1) * rows].iter().map(|v| v.to_bits()).collect();
+                let want: Vec<u32> = alone.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(got, want, "{} token {t}", w.format());
             }
         }
     }
