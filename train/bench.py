@@ -107,6 +107,8 @@ def main(argv=None) -> int:
     print(f"{'preset':<10} {'thr':>3} {'tok/s':>9} {'GFLOP/s':>8} {'of GEMM':>8} {'of nominal':>10}")
     for r in rows:
         g, nom = peaks[r["threads"]], nominal_peak(r["threads"])
+        if nom and g > nom:
+            nom = None  # the reported clock is the base clock (VMs): measured GEMM beats "nominal"
         r["of_gemm_peak"] = round(r["gflops"] * 1e9 / g, 3)
         r["of_nominal_peak"] = round(r["gflops"] * 1e9 / nom, 3) if nom else None
         nom_s = f"{r['of_nominal_peak']:.0%}" if nom else "n/a"
@@ -114,7 +116,9 @@ def main(argv=None) -> int:
     for t in threads:
         nom = nominal_peak(t)
         print(f"peak, {t} thread(s): torch GEMM {peaks[t] / 1e9:.1f} GFLOP/s"
-              + (f", nominal AVX2 {nom / 1e9:.1f} GFLOP/s" if nom else ""))
+              + (f", nominal AVX2 at the reported {nom / 32e6 / t:.0f} MHz {nom / 1e9:.1f} GFLOP/s" if nom else "")
+              + (" (below the measured GEMM rate: the reported clock is not the running one; not used)"
+                 if nom and peaks[t] > nom else ""))
     print(json.dumps({"bench": "train_throughput", "torch": torch.__version__, "machine": platform.machine(),
                       "cpus": os.cpu_count(), "gemm_peak_gflops": {t: round(v / 1e9, 1) for t, v in peaks.items()},
                       "rows": rows}))
