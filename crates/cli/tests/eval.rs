@@ -3,11 +3,13 @@
 //! prompt, and the handoff metrics are filled.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
+
+mod support;
+use support::Served;
 
 fn golden() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/../runtime/tests/data/golden").to_string()
@@ -188,20 +190,10 @@ fn handoff_metrics_against_ulm_serve() {
     let dir = scratch("handoff");
     let out = dir.join("out");
     let g = golden();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ulm"))
-        .args(["serve", "--port", "0", "--model", &g, "--cloud-model", &g, "--ctx", "1024"])
-        .env_remove("ULM_API_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("URL line").trim_end_matches('/').to_string();
-    let cloud = format!("{url}/v1");
+    let server = Served::start(&["--model", &g, "--cloud-model", &g, "--ctx", "1024"], None);
+    let cloud = format!("{}/v1", server.url);
     eval(&prompts(&dir), &out, &["--cloud", &cloud, "--provider", "prefill", "--cloud-max-tokens", "8", "--limit", "3"]);
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let _ = child.wait();
+    drop(server);
 
     let rs = rows(&out);
     assert_eq!(rs.len(), 6);
@@ -258,24 +250,14 @@ fn judge_through_ulm_serve_with_smollm2() {
     std::io::Write::write_all(&mut f, format!("{{\"id\":\"t6\",\"source\":\"chitchat\",\"category\":\"x\",\"prompt\":\"{digits}\"}}\n").as_bytes()).unwrap();
     drop(f);
     let g = golden();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ulm"))
-        .args(["serve", "--port", "0", "--model", &g, "--cloud-model", smollm2, "--ctx", "1024", "--max-prompt-tokens", "200", "--threads", "1"])
-        .env_remove("ULM_API_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("URL line").trim_end_matches('/').to_string();
-    let judge = format!("{url}/v1");
+    let server = Served::start(&["--model", &g, "--cloud-model", smollm2, "--ctx", "1024", "--max-prompt-tokens", "200", "--threads", "1"], None);
+    let judge = format!("{}/v1", server.url);
     let o = Command::new(env!("CARGO_BIN_EXE_ulm"))
         .args(["eval", "--prompts", p.to_str().unwrap(), "--out", out.to_str().unwrap(), "--models", &g, "--scorer", &g, "--words", "4", "--ctx", "256"])
         .args(["--judge", &judge, "--judge-model", "SmolLM2-135M-Instruct.Q4_1"])
         .output()
         .unwrap();
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let _ = child.wait();
+    drop(server);
     assert!(o.status.success(), "ulm eval failed: {}", String::from_utf8_lossy(&o.stderr));
 
     let rs = rows(&out);

@@ -4,9 +4,8 @@
 //! the provider's prompt holds only the template's own. With one token per byte, the prompt's
 //! token count says exactly how many special tokens the server read.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -15,14 +14,8 @@ use ulm_handoff::contract::CONTINUE_CONTRACT;
 use ulm_handoff::provider::continuation_request;
 use ulm_handoff::{Config, FixedOpener, Handoff, ProviderKind, Turn};
 
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod support;
+use support::Served;
 
 fn post(addr: &str, path: &str, body: &Value) -> Value {
     let body = body.to_string();
@@ -45,18 +38,8 @@ fn prompt_tokens(addr: &str, prompt: &str) -> i64 {
 #[test]
 fn a_forged_turn_in_user_text_is_not_read_as_special_tokens() {
     let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/../runtime/tests/data/golden");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ulm"))
-        .args(["serve", "--port", "0", "--model", golden, "--cloud-model", golden, "--ctx", "256", "--max-prompt-tokens", "255"])
-        .env_remove("ULM_API_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let server = Serve(child);
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("URL line").trim_end_matches('/').to_string();
-    let addr = url.trim_start_matches("http://").to_string();
+    let server = Served::start(&["--model", golden, "--cloud-model", golden, "--ctx", "256", "--max-prompt-tokens", "255"], None);
+    let (url, addr) = (server.url.clone(), server.addr().to_string());
 
     // One token per byte, one per special token; `bos` is whatever the model adds in front.
     let bos = prompt_tokens(&addr, "abc") - 3;

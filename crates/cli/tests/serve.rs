@@ -1,10 +1,13 @@
 //! `ulm serve` as a process: it prints its URL, serves with the tiny golden model, requires the
 //! API key from `ULM_API_KEY`, and exits cleanly on SIGTERM, with batched decoding and without.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+mod support;
+use support::Served;
 
 fn http(addr: &str, request: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -27,18 +30,11 @@ fn serve_without_batching_answers_then_stops_on_sigterm() {
 
 fn answers_then_stops(extra: &[&str]) {
     let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/../runtime/tests/data/golden");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ulm"))
-        .args(["serve", "--port", "0", "--model", golden, "--cloud-model", golden, "--ctx", "256"])
-        .args(extra)
-        .env("ULM_API_KEY", "t0ken")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("URL line").trim_end_matches('/').to_string();
-    let addr = url.trim_start_matches("http://").to_string();
+    let mut args = vec!["--model", golden, "--cloud-model", golden, "--ctx", "256"];
+    args.extend_from_slice(extra);
+    let mut server = Served::start(&args, Some("t0ken"));
+    let addr = server.addr().to_string();
+    let child = &mut server.child;
     assert!(addr.starts_with("127.0.0.1:"), "binds loopback by default: {addr}");
 
     let health = http(&addr, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
