@@ -6,6 +6,9 @@
 An export directory holds config.json (LlamaConfig field names), model.safetensors (HF tensor
 names; `lm_head.weight` only when untied), tokenizer.json and tokenizer_config.json (with a ChatML
 chat_template) copied from the data directory the checkpoint was trained on (or --data).
+Weights larger than --max-shard-mb (default 45, so every file stays under a 50 MB repository
+limit) are split the Hugging Face way: model-00001-of-0000N.safetensors … plus
+model.safetensors.index.json ({"metadata": {"total_size"}, "weight_map": {tensor: file}}).
 """
 
 from __future__ import annotations
@@ -98,13 +101,72 @@ def load_ckpt_model(path: str) -> tuple[Transformer, dict]:
     return model.eval(), ckpt
 
 
+SHARD_INDEX = "model.safetensors.index.json"
+
+
+def save_weights(tensors: dict, out_dir: str, max_shard_bytes: int = 0) -> list[str]:
+    """model.safetensors, or shards + index when the tensors exceed max_shard_bytes (0 = never).
+
+    Tensors go into shards in order, a new shard starting when the next tensor would overflow
+    the current one (a tensor larger than the limit gets a shard of its own). Stale weight files
+    of an earlier export are removed. -> the file names written.
+    """
+    for name in os.listdir(out_dir):
+        if name.endswith(".safetensors") or name == SHARD_INDEX:
+            os.remove(os.path.join(out_dir, name))
+    sizes = {k: v.numel() * v.element_size() for k, v in tensors.items()}
+    total = sum(sizes.values())
+    if max_shard_bytes <= 0 or total <= max_shard_bytes:
+        save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+        return ["model.safetensors"]
+    shards, size = [[]], 0
+    for k in tensors:
+        if shards[-1] and size + sizes[k] > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(k)
+        size += sizes[k]
+    names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    weight_map = {}
+    for name, keys in zip(names, shards):
+        save_file({k: tensors[k] for k in keys}, os.path.join(out_dir, name), metadata={"format": "pt"})
+        weight_map.update({k: name for k in keys})
+    with open(os.path.join(out_dir, SHARD_INDEX), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    return names + [SHARD_INDEX]
+
+
+def has_weights(model_dir: str) -> bool:
+    return any(os.path.exists(os.path.join(model_dir, n)) for n in ("model.safetensors", SHARD_INDEX))
+
+
+def load_weights(model_dir: str) -> tuple[dict, str]:
+    """The tensors of model.safetensors or of every shard the index names. -> (tensors, path)."""
+    path = os.path.join(model_dir, "model.safetensors")
+    if os.path.exists(path) or not os.path.exists(os.path.join(model_dir, SHARD_INDEX)):
+        return load_file(path), path
+    path = os.path.join(model_dir, SHARD_INDEX)
+    with open(path) as f:
+        weight_map = json.load(f)["weight_map"]
+    tensors = {}
+    for name in sorted(set(weight_map.values())):
+        if os.path.basename(name) != name:
+            raise ValueError(f"{path}: shard `{name}` is not a file name beside the index")
+        shard = load_file(os.path.join(model_dir, name))
+        for k, file in weight_map.items():
+            if file == name:
+                if k not in shard:
+                    raise ValueError(f"{path}: tensor `{k}` is mapped to `{name}`, which does not hold it")
+                tensors[k] = shard[k]
+    return tensors, path
+
+
 def load_hf(model_dir: str) -> Transformer:
     """Load an export directory back (f16 weights are widened to f32), checking names and shapes."""
     with open(os.path.join(model_dir, "config.json")) as f:
         cfg = config_from_hf(json.load(f))
     model = Transformer(cfg)
-    path = os.path.join(model_dir, "model.safetensors")
-    tensors = load_file(path)
+    tensors, path = load_weights(model_dir)
     expected = hf_state_dict(model)
     missing, extra = expected.keys() - tensors.keys(), tensors.keys() - expected.keys()
     if missing or extra:
@@ -118,14 +180,14 @@ def load_hf(model_dir: str) -> Transformer:
 
 
 def export(ckpt_path: str, out_dir: str, dtype: str = "f32", data_dir: str | None = None,
-           chat_template: str | None = None) -> str:
+           chat_template: str | None = None, max_shard_mb: float = 45) -> str:
     model, ckpt = load_ckpt_model(ckpt_path)
     torch_dtype, dtype_name = DTYPES[dtype]
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(hf_config(model.cfg, dtype_name), f, indent=2)
     tensors = {k: v.detach().to(torch_dtype).contiguous() for k, v in hf_state_dict(model).items()}
-    save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+    save_weights(tensors, out_dir, int(max_shard_mb * 1e6))
     copy_tokenizer(data_dir or ckpt["args"]["data"], out_dir, model.cfg, chat_template)
     return out_dir
 
@@ -183,6 +245,8 @@ def main(argv=None) -> int:
     src.add_argument("--model-dir", help="an export directory (only with --dump-logits)")
     p.add_argument("--out", help="export directory, or the JSON file of --dump-logits (default stdout)")
     p.add_argument("--dtype", choices=list(DTYPES), default="f32", help="weight dtype of model.safetensors")
+    p.add_argument("--max-shard-mb", type=float, default=45,
+                   help="split weights above this many MB into shards + index (0 = one file; default 45)")
     p.add_argument("--data", help="data directory holding tokenizer.json (default: the checkpoint's)")
     p.add_argument("--chat-template", help="file whose text becomes tokenizer_config.json's chat_template")
     p.add_argument("--dump-logits", metavar="PROMPT_IDS", help="comma-separated token ids: write logits as JSON")
@@ -205,8 +269,9 @@ def main(argv=None) -> int:
     if args.model_dir or not args.out:
         p.error("export needs --ckpt and --out")
     template = open(args.chat_template).read() if args.chat_template else None
-    out = export(args.ckpt, args.out, args.dtype, args.data, template)
-    print(f"wrote {out}: config.json, model.safetensors ({args.dtype}), tokenizer.json, tokenizer_config.json",
+    out = export(args.ckpt, args.out, args.dtype, args.data, template, args.max_shard_mb)
+    weights = sorted(n for n in os.listdir(out) if "safetensors" in n)
+    print(f"wrote {out}: config.json, {', '.join(weights)} ({args.dtype}), tokenizer.json, tokenizer_config.json",
           file=sys.stderr)
     return 0
 

@@ -37,7 +37,7 @@ DEFAULTS = dict(
     preset=("micro_8m", "the one size knob: micro_8m | micro_15m | micro_30m | tiny (tests)"),
     stage=("lm", "lm: language modelling; sft: chat SFT, usually with --init"),
     init=(None, "start from these weights: a checkpoint (file or run directory) or an exported model "
-                "folder (config.json + model.safetensors, e.g. models/ulm-8m); its shape wins"),
+                "folder (config.json + model.safetensors or its shards, e.g. models/ulm-8m); its shape wins"),
     seq_len=(256, "tokens per training window"),
     batch_size=(16, "windows per micro-batch"),
     grad_accum=(1, "micro-batches per optimizer step"),
@@ -153,10 +153,9 @@ def save_checkpoint(path: str, state: dict):
 def load_init(path: str) -> dict:
     """Weights for --init: a training checkpoint, or an export folder (the shipped models), so a run
     can continue from committed weights when the checkpoints did not survive."""
-    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "ckpt.pt")) \
-            and os.path.exists(os.path.join(path, "model.safetensors")):
-        from export import load_hf
+    from export import has_weights, load_hf
 
+    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "ckpt.pt")) and has_weights(path):
         model = load_hf(path)
         return {"model_config": model.cfg.to_dict(), "model": model.state_dict()}
     return load_checkpoint(path)

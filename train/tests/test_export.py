@@ -117,3 +117,38 @@ def test_dump_logits_cli(run_dir, tmp_path):
     ref = dump_logits(load_hf(str(out)), [1, 3, 20, 2], greedy=3)
     assert got == ref
     assert got["argmax"] == [max(range(FIXTURE_VOCAB), key=row.__getitem__) for row in got["logits"]]
+
+
+def test_large_exports_are_sharded_and_load_back_exactly(run_dir, tmp_path):
+    """Above --max-shard-mb the weights become HF shards + index; load_hf and --init read them."""
+    out = tmp_path / "export"
+    export(str(run_dir), str(out), "f32", max_shard_mb=0.1)
+    files = sorted(os.listdir(out))
+    shards = [f for f in files if f.endswith(".safetensors")]
+    assert "model.safetensors" not in files and "model.safetensors.index.json" in files
+    assert len(shards) >= 2 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"]) == expected_names(2) and set(index["weight_map"].values()) == set(shards)
+    sizes = [os.path.getsize(out / s) for s in shards]
+    assert index["metadata"]["total_size"] <= sum(sizes)
+    # each shard holds at most one tensor beyond the limit (a tensor is never split)
+    for s in shards:
+        with safe_open(str(out / s), "pt") as f:
+            keys = list(f.keys())
+            assert keys and all(index["weight_map"][k] == s for k in keys)
+    ids = [1, 3, 20, 30, 40, 50, 2, 1, 4]
+    original, _ = load_ckpt_model(str(run_dir))
+    with torch.no_grad():
+        assert torch.equal(original(torch.tensor([ids])), load_hf(str(out))(torch.tensor([ids])))
+    init = train.load_init(str(out))
+    assert all(torch.equal(init["model"][k], v) for k, v in original.state_dict().items())
+    # A tensor the index puts in the wrong shard is named.
+    first = sorted(index["weight_map"])[0]
+    other = next(s for s in shards if s != index["weight_map"][first])
+    index["weight_map"][first] = other
+    (out / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match=f"`{first}` is mapped to `{other}`"):
+        load_hf(str(out))
+    # Exporting again as one file removes the stale shards.
+    export(str(run_dir), str(out), "f32", max_shard_mb=0)
+    assert sorted(os.listdir(out)) == ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]

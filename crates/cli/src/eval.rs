@@ -388,7 +388,16 @@ fn model_hashes(name: &str) -> serde_json::Value {
     let files: Vec<PathBuf> = if path.is_file() {
         vec![path.clone()]
     } else {
-        ["model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"].iter().map(|f| path.join(f)).filter(|p| p.exists()).collect()
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&path)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        // The weights (one file or every shard with its index), config and tokenizer.
+        names.retain(|p| {
+            let n = p.file_name().unwrap_or_default().to_string_lossy();
+            n.ends_with(".safetensors") || n.ends_with(".safetensors.index.json") || ["config.json", "tokenizer.json", "tokenizer_config.json"].contains(&n.as_ref())
+        });
+        names.sort();
+        names
     };
     let mut m = serde_json::Map::new();
     m.insert("path".into(), path.display().to_string().into());

@@ -49,8 +49,11 @@ pub fn resolve(model: Option<&str>) -> Result<PathBuf> {
         Some(m) => bail!("no model file or folder `{m}`; give a path to a .gguf file or a folder with config.json, or one of: smollm2, {}", SHIPPED.join(", ")),
         None => {
             for m in SHIPPED {
-                if let Some(p) = find(&format!("models/{m}/model.safetensors")) {
-                    return Ok(p.parent().unwrap().to_path_buf());
+                // One weights file, or shards (ulm-30m in f16 is two files under 50 MB).
+                for weights in ["model.safetensors", "model.safetensors.index.json"] {
+                    if let Some(p) = find(&format!("models/{m}/{weights}")) {
+                        return Ok(p.parent().unwrap().to_path_buf());
+                    }
                 }
             }
             resolve(Some("smollm2"))

@@ -21,7 +21,7 @@ import json, os, shutil, sys, torch
 repo, out = sys.argv[1], sys.argv[2]
 sys.path.insert(0, os.path.join(repo, "train"))
 from model import ModelConfig, Transformer
-from export import hf_state_dict, hf_config, dump_logits
+from export import hf_state_dict, hf_config, dump_logits, save_weights
 from safetensors.torch import save_file
 torch.manual_seed(0)
 cfg = ModelConfig.preset("tiny")
@@ -34,6 +34,12 @@ save_file({k: v.contiguous() for k, v in hf_state_dict(m).items()}, os.path.join
 json.dump(hf_config(cfg, "float32"), open(os.path.join(out, "config.json"), "w"))
 for f in ("tokenizer.json", "tokenizer_config.json"):
     shutil.copy(os.path.join(repo, "data/tokenizer", f), out)
+# The same weights as shards of at most 1 MB + index, as export.py writes models above its limit.
+sharded = os.path.join(out, "sharded")
+os.makedirs(sharded)
+save_weights({k: v.contiguous() for k, v in hf_state_dict(m).items()}, sharded, 1_000_000)
+for f in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+    shutil.copy(os.path.join(out, f), sharded)
 ids = [1, 872, 25, 300, 2, 1, 77, 4000, 12000, 9]
 json.dump(dump_logits(m, ids, 12), open(os.path.join(out, "logits.json"), "w"))
 "#;
@@ -76,5 +82,11 @@ fn pytorch_export_and_runtime_agree() {
         ours.push(tok);
     }
     assert_eq!(ours, greedy);
+    // The sharded export loads to the very same model.
+    let shards = std::fs::read_dir(out.join("sharded")).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".safetensors")).count();
+    assert!(shards >= 2, "{shards} shards");
+    let sharded = LoadedModel::open(&out.join("sharded"), Precision::F32, None).unwrap();
+    let mut s2 = Session::new(&sharded.model);
+    assert_eq!(sharded.model.forward(&mut s2, &ids).unwrap(), lm.model.forward(&mut Session::new(&lm.model), &ids).unwrap());
     std::fs::remove_dir_all(&out).ok();
 }

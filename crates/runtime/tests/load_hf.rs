@@ -195,8 +195,98 @@ fn missing_files_are_named() {
     std::fs::write(d.join("config.json"), tiny_config_json()).unwrap();
     let e = HfModel::open(&d).unwrap_err().to_string();
     assert!(e.starts_with(&format!("{}: ", d.join("model.safetensors").display())), "{e}");
+    // With a shard index instead, the index is what is read (and named).
     std::fs::write(d.join("model.safetensors.index.json"), "{}").unwrap();
     let e = HfModel::open(&d).unwrap_err().to_string();
-    assert!(e.contains("sharded checkpoints are not supported"), "{e}");
+    assert!(e.starts_with(&format!("{}: ", d.join("model.safetensors.index.json").display())) && e.contains("weight_map"), "{e}");
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+/// Writes the tiny model as two shards + `model.safetensors.index.json` (no `model.safetensors`).
+fn write_sharded(d: &std::path::Path) -> serde_json::Map<String, serde_json::Value> {
+    write_tiny_hf(d);
+    std::fs::remove_file(d.join("model.safetensors")).unwrap();
+    let tensors = tiny_hf_tensors();
+    let (a, b) = tensors.split_at(tensors.len() / 2);
+    let mut map = serde_json::Map::new();
+    for (part, name) in [(a, "model-00001-of-00002.safetensors"), (b, "model-00002-of-00002.safetensors")] {
+        std::fs::write(d.join(name), safetensors_bytes(part)).unwrap();
+        for t in part {
+            map.insert(t.0.clone(), name.into());
+        }
+    }
+    write_index(d, &map);
+    map
+}
+
+fn write_index(d: &std::path::Path, map: &serde_json::Map<String, serde_json::Value>) {
+    let index = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": map});
+    std::fs::write(d.join("model.safetensors.index.json"), index.to_string()).unwrap();
+}
+
+#[test]
+fn sharded_checkpoint_gives_the_same_tensors_and_logits() {
+    use ulm_runtime::{Model, Precision, Session};
+    let single = tiny_dir();
+    let sharded = temp_dir("hf-shards");
+    write_sharded(&sharded);
+    let one = HfModel::open(&single).unwrap();
+    for p in [sharded.clone(), sharded.join("config.json"), sharded.join("model.safetensors.index.json")] {
+        let two = HfModel::open(&p).unwrap();
+        assert_eq!(two.path(), sharded.join("model.safetensors.index.json"));
+        assert_eq!(two.weight_files().count(), 2);
+        assert_eq!(two.config().unwrap(), one.config().unwrap());
+        for name in one.tensor_infos().keys() {
+            assert_eq!(two.tensor(name).unwrap().data, one.tensor(name).unwrap().data, "{name}");
+        }
+    }
+    let two = HfModel::open(&sharded).unwrap();
+    let logits = |m: &HfModel| {
+        let model = Model::from_source(m, m.config().unwrap(), Precision::F32, false).unwrap();
+        let mut s = Session::new(&model);
+        model.forward(&mut s, &[1, 5, 9, 3]).unwrap().to_vec()
+    };
+    let (a, b) = (logits(&one), logits(&two));
+    assert!(a.iter().any(|x| *x != 0.0));
+    assert_eq!(a, b);
+    std::fs::remove_dir_all(single).unwrap();
+    std::fs::remove_dir_all(sharded).unwrap();
+}
+
+#[test]
+fn broken_shards_name_the_file_and_the_tensor() {
+    let d = temp_dir("hf-shards-bad");
+    let mut map = write_sharded(&d);
+    let index = d.join("model.safetensors.index.json");
+    // A tensor the index puts in the wrong shard.
+    let moved = "model.norm.weight";
+    let was = map[moved].clone();
+    let other = if was == "model-00001-of-00002.safetensors" { "model-00002-of-00002.safetensors" } else { "model-00001-of-00002.safetensors" };
+    map.insert(moved.into(), other.into());
+    write_index(&d, &map);
+    let e = HfModel::open(&d).unwrap_err().to_string();
+    assert!(e.starts_with(&format!("{}: ", index.display())) && e.contains(moved) && e.contains(other), "{e}");
+    map.insert(moved.into(), was);
+    // A shard outside the model directory.
+    map.insert(moved.into(), "../model-00001-of-00002.safetensors".into());
+    write_index(&d, &map);
+    let e = HfModel::open(&d).unwrap_err().to_string();
+    assert!(e.contains("not a file name beside the index"), "{e}");
+    // A missing shard file.
+    write_sharded(&d);
+    std::fs::remove_file(d.join("model-00002-of-00002.safetensors")).unwrap();
+    let e = HfModel::open(&d).unwrap_err().to_string();
+    assert!(e.contains("model-00002-of-00002.safetensors"), "{e}");
+    // A truncated shard names the shard and the tensor the cut falls in.
+    write_sharded(&d);
+    let p = d.join("model-00001-of-00002.safetensors");
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() - 10]).unwrap();
+    let e = HfModel::open(&d).unwrap_err().to_string();
+    assert!(e.starts_with(&format!("{}: ", p.display())) && e.contains("tensor `"), "{e}");
+    // Not an index at all.
+    std::fs::write(&index, "[1, 2]").unwrap();
+    let e = HfModel::open(&d).unwrap_err().to_string();
+    assert!(e.starts_with(&format!("{}: ", index.display())) && e.contains("not a shard index"), "{e}");
     std::fs::remove_dir_all(d).unwrap();
 }

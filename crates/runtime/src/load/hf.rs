@@ -1,5 +1,6 @@
 //! The Hugging Face layout: `config.json` + `model.safetensors` (+ `tokenizer.json`,
-//! `tokenizer_config.json`), memory-mapped.
+//! `tokenizer_config.json`), memory-mapped. A checkpoint split into shards
+//! (`model.safetensors.index.json` + `model-00001-of-0000N.safetensors` …) loads the same way.
 //!
 //! ```no_run
 //! use ulm_runtime::load::{hf::HfModel, TensorSource};
@@ -14,6 +15,8 @@
 //! Swen/MiniMind names (`dim`, `n_layers`, …). A safetensors file is an 8-byte little-endian
 //! header length, a JSON header `{name: {dtype, shape, data_offsets: [start, end]}}` and the data;
 //! offsets are relative to the end of the header and checked against the file before use.
+//! The shard index is `{"metadata": {…}, "weight_map": {tensor name: shard file name}}`; every
+//! shard sits beside the index and every tensor it lists must be in the shard it names.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -155,6 +158,8 @@ pub struct SafeTensorInfo {
     pub shape: Vec<usize>,
     /// Byte range inside the file.
     pub range: Range<usize>,
+    /// Index of the file holding it in [`HfModel::weight_files`] (0 unless sharded).
+    pub shard: usize,
 }
 
 impl SafeTensorInfo {
@@ -179,6 +184,11 @@ fn dtype_bits(name: &str) -> Option<u64> {
         "F4" | "F6_E2M3" | "F6_E3M2" => return None,
         _ => return None,
     })
+}
+
+/// Parses `config.json` (all fields optional).
+fn parse_config(path: &Path, text: &[u8]) -> Result<HfConfig> {
+    serde_json::from_slice(text).map_err(|e| Error::Config { path: path.to_path_buf(), msg: format!("not a valid config.json: {e}") })
 }
 
 /// Parses a safetensors image: tensor infos by name, with ranges checked against `buf`.
@@ -239,18 +249,30 @@ fn parse_safetensors(path: &Path, buf: &[u8]) -> Result<BTreeMap<String, SafeTen
             return Err(Error::Truncated { path: path.into(), what: format!("tensor `{name}`"), start, end, len });
         }
         let shape = e.shape.iter().map(|&d| usize::try_from(d)).collect::<Result<Vec<_>, _>>().map_err(|_| bad("shape too large".into()))?;
-        tensors.insert(name, SafeTensorInfo { dtype_name: e.dtype, shape, range: start as usize..end as usize });
+        tensors.insert(name, SafeTensorInfo { dtype_name: e.dtype, shape, range: start as usize..end as usize, shard: 0 });
     }
     Ok(tensors)
 }
 
-/// A Hugging Face model directory: parsed `config.json` and a mapped `model.safetensors`.
+/// File name of the shard index of a sharded checkpoint.
+pub const SHARD_INDEX: &str = "model.safetensors.index.json";
+
+/// The shard index: which file holds each tensor.
+#[derive(Deserialize)]
+struct ShardIndex {
+    weight_map: BTreeMap<String, String>,
+}
+
+/// A Hugging Face model directory: parsed `config.json` and a mapped `model.safetensors` (or
+/// its shards).
 pub struct HfModel {
     dir: PathBuf,
     config_path: PathBuf,
+    /// `model.safetensors`, or the shard index when sharded (named in errors about the whole).
     weights_path: PathBuf,
     hf_config: HfConfig,
-    bytes: Bytes,
+    /// The weight files with their bytes: one, or the shards in index order.
+    files: Vec<(PathBuf, Bytes)>,
     tensors: BTreeMap<String, SafeTensorInfo>,
 }
 
@@ -259,33 +281,75 @@ impl std::fmt::Debug for HfModel {
         f.debug_struct("HfModel")
             .field("config", &self.config_path)
             .field("weights", &self.weights_path)
+            .field("files", &self.files.len())
             .field("tensors", &self.tensors.len())
             .finish()
     }
 }
 
 impl HfModel {
-    /// Opens a model directory, or the `config.json` or `.safetensors` file inside one.
+    /// Opens a model directory, or the `config.json`, `.safetensors` file or shard index inside
+    /// one. A directory without `model.safetensors` but with a shard index loads the shards.
     pub fn open(path: impl AsRef<Path>) -> Result<HfModel> {
         let path = path.as_ref();
         let (dir, weights_path) = if path.is_dir() {
-            (path.to_path_buf(), path.join("model.safetensors"))
+            let single = path.join("model.safetensors");
+            let index = path.join(SHARD_INDEX);
+            (path.to_path_buf(), if !single.exists() && index.exists() { index } else { single })
         } else {
             let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-            let weights = if path.extension().is_some_and(|e| e == "safetensors") {
+            let is = |ext: &str| path.extension().is_some_and(|e| e == ext);
+            let weights = if is("safetensors") || path.file_name().is_some_and(|n| n == SHARD_INDEX) {
                 path.to_path_buf()
             } else {
-                dir.join("model.safetensors")
+                let index = dir.join(SHARD_INDEX);
+                if !dir.join("model.safetensors").exists() && index.exists() { index } else { dir.join("model.safetensors") }
             };
             (dir, weights)
         };
         let config_path = dir.join("config.json");
         let config_text = std::fs::read(&config_path).map_err(|source| Error::Io { path: config_path.clone(), source })?;
-        if !weights_path.exists() && dir.join("model.safetensors.index.json").exists() {
-            return Err(Error::format(&weights_path, "sharded checkpoints are not supported; merge the shards into one model.safetensors"));
+        let hf_config = parse_config(&config_path, &config_text)?;
+        if weights_path.file_name().is_some_and(|n| n == SHARD_INDEX) {
+            return Self::open_shards(dir, config_path, hf_config, weights_path);
         }
         let bytes = Bytes::map(&weights_path)?;
-        Self::parse(dir, config_path, &config_text, weights_path, bytes)
+        let tensors = parse_safetensors(&weights_path, &bytes)?;
+        Ok(HfModel { dir, config_path, hf_config, files: vec![(weights_path.clone(), bytes)], weights_path, tensors })
+    }
+
+    /// Maps every shard the index names and checks that each tensor is where the index says.
+    fn open_shards(dir: PathBuf, config_path: PathBuf, hf_config: HfConfig, index_path: PathBuf) -> Result<HfModel> {
+        let text = std::fs::read(&index_path).map_err(|source| Error::Io { path: index_path.clone(), source })?;
+        let index: ShardIndex = serde_json::from_slice(&text)
+            .map_err(|e| Error::format(&index_path, format!("not a shard index ({{\"weight_map\": {{tensor: file}}}}): {e}")))?;
+        let mut names: Vec<&String> = index.weight_map.values().collect();
+        names.sort();
+        names.dedup();
+        if names.is_empty() {
+            return Err(Error::format(&index_path, "the shard index lists no tensors"));
+        }
+        let mut files = Vec::with_capacity(names.len());
+        let mut per_file = Vec::with_capacity(names.len());
+        for name in &names {
+            if Path::new(name).file_name().is_none_or(|f| f != name.as_str()) {
+                return Err(Error::format(&index_path, format!("shard `{name}` is not a file name beside the index")));
+            }
+            let path = dir.join(name);
+            let bytes = Bytes::map(&path)?;
+            per_file.push(parse_safetensors(&path, &bytes)?);
+            files.push((path, bytes));
+        }
+        let mut tensors = BTreeMap::new();
+        for (tensor, file) in &index.weight_map {
+            let shard = names.binary_search(&file).expect("every file of the map is in names");
+            let mut info = per_file[shard].get(tensor).cloned().ok_or_else(|| {
+                Error::format(&index_path, format!("tensor `{tensor}` is mapped to `{file}`, which does not hold it; re-export the shards"))
+            })?;
+            info.shard = shard;
+            tensors.insert(tensor.clone(), info);
+        }
+        Ok(HfModel { dir, config_path, weights_path: index_path, hf_config, files, tensors })
     }
 
     /// Builds a model from a `config.json` text and a safetensors image held in memory; `dir`
@@ -294,14 +358,15 @@ impl HfModel {
         let dir = dir.into();
         let weights_path = dir.join("model.safetensors");
         let bytes = Bytes::copy(safetensors).map_err(|source| Error::Io { path: weights_path.clone(), source })?;
-        Self::parse(dir.clone(), dir.join("config.json"), config_json, weights_path, bytes)
+        let config_path = dir.join("config.json");
+        let hf_config = parse_config(&config_path, config_json)?;
+        let tensors = parse_safetensors(&weights_path, &bytes)?;
+        Ok(HfModel { dir, config_path, weights_path: weights_path.clone(), hf_config, files: vec![(weights_path, bytes)], tensors })
     }
 
-    fn parse(dir: PathBuf, config_path: PathBuf, config_json: &[u8], weights_path: PathBuf, bytes: Bytes) -> Result<HfModel> {
-        let hf_config: HfConfig = serde_json::from_slice(config_json)
-            .map_err(|e| Error::Config { path: config_path.clone(), msg: format!("not a valid config.json: {e}") })?;
-        let tensors = parse_safetensors(&weights_path, &bytes)?;
-        Ok(HfModel { dir, config_path, weights_path, hf_config, bytes, tensors })
+    /// The weight files: `model.safetensors`, or every shard.
+    pub fn weight_files(&self) -> impl Iterator<Item = &Path> {
+        self.files.iter().map(|(p, _)| p.as_path())
     }
 
     /// The directory holding the model files.
@@ -367,7 +432,11 @@ impl TensorSource for HfModel {
             shape: &i.shape,
             range: i.range.clone(),
         });
-        tensor_view(&self.weights_path, &self.bytes, name, entry, SUPPORTED)
+        let (path, bytes) = match self.info(name) {
+            Some(i) => (&self.files[i.shard].0, &self.files[i.shard].1),
+            None => (&self.weights_path, &self.files[0].1),
+        };
+        tensor_view(path, bytes, name, entry, SUPPORTED)
     }
 
     fn contains(&self, name: &str) -> bool {
