@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Side-by-side openers of two models from an `ulm eval` run, as a Markdown table (model cards).
+"""Side-by-side openers of two or more models from an `ulm eval` run, as a Markdown table (model cards).
 
     python3 scripts/opener_table.py runs/eval-ulm8m/per_prompt.jsonl --a ulm-8m --b smollm2 --words 8 --n 20
+    python3 scripts/opener_table.py runs/eval-30m/per_prompt.jsonl --a ulm-30m --b ulm-8m --b smollm2
 
 Picks `--n` prompts spread over the sources in file order (every k-th prompt of each source, so the
-choice is fixed and not cherry-picked), and prints prompt | opener A | opener B. With `--all` every
-prompt is printed (for reading all openers when judging them).
+choice is fixed and not cherry-picked), and prints prompt | opener A | opener B … (`--b` may be given
+more than once). With `--all` every prompt is printed (for reading all openers when judging them).
 """
 import argparse
 import json
@@ -20,7 +21,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("per_prompt")
     p.add_argument("--a", required=True)
-    p.add_argument("--b", required=True)
+    p.add_argument("--b", required=True, action="append")
     p.add_argument("--words", type=int, default=8)
     p.add_argument("--n", type=int, default=20)
     p.add_argument("--all", action="store_true")
@@ -30,16 +31,17 @@ def main() -> None:
     for line in open(args.prompts):
         r = json.loads(line)
         text[r["id"]] = r["prompt"]
+    models = [args.a] + args.b
     openers = defaultdict(dict)
     order = []
     for line in open(args.per_prompt):
         r = json.loads(line)
-        if r["words"] != args.words or r["model"] not in (args.a, args.b):
+        if r["words"] != args.words or r["model"] not in models:
             continue
         if r["id"] not in openers:
             order.append((r["id"], r["source"]))
         openers[r["id"]][r["model"]] = r["opener"]
-    ids = [i for i, _ in order if len(openers[i]) == 2]
+    ids = [i for i, _ in order if len(openers[i]) == len(models)]
     if not args.all:
         by_source = defaultdict(list)
         for i, src in order:
@@ -52,13 +54,14 @@ def main() -> None:
             step = max(1, len(v) // k)
             picked += v[::step][:k]
         ids = picked[: args.n]
-    print(f"| # | prompt | {args.a} | {args.b} |")
-    print("|---|---|---|---|")
+    print("| # | prompt | " + " | ".join(models) + " |")
+    print("|---|---|" + "---|" * len(models))
     for n, i in enumerate(ids, 1):
         prompt = text.get(i, i)
         if len(prompt) > 90:
             prompt = prompt[:87] + "…"
-        print(f"| {n} | {cell(prompt)} | {cell(openers[i][args.a])} | {cell(openers[i][args.b])} |")
+        cells = " | ".join(cell(openers[i][m]) for m in models)
+        print(f"| {n} | {cell(prompt)} | {cells} |")
 
 
 if __name__ == "__main__":
