@@ -4,6 +4,7 @@
 //! ulm data --eval-prompts                 # data/eval/dev.jsonl (committed; never trained on)
 //! ulm data --stage lm                     # runs/data/lm:  shards + manifest.json + tokenizer files
 //! ulm data --stage sft                    # runs/data/sft: assistant-style chats only
+//! ulm data --stage sft --mix openers      # single exchanges cut to their first 24 words
 //! ulm data --stage lm --out /tmp/lm --tokenizer data/tokenizer/tokenizer.json
 //! ```
 //! Sources: the assets fetched by scripts/fetch-assets.sh and the distilled pairs (packed
@@ -13,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use ulm_data::build::{Corpus, Settings, assemble, write_shards};
+use ulm_data::build::{Corpus, Settings, SftMix, assemble, write_shards};
 use ulm_data::distilled::{Finish, Pair};
 use ulm_data::eval::{dev_prompts, read_jsonl, write_jsonl};
 use ulm_data::render::Stage;
@@ -47,6 +48,12 @@ enum StageArg {
     Sft,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MixArg {
+    Chats,
+    Openers,
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Which shards to build: `lm` (everything) or `sft` (assistant-style chats, masked).
@@ -64,6 +71,13 @@ pub struct Args {
     /// Seed of the document shuffle.
     #[arg(long, default_value_t = 1337)]
     seed: u64,
+    /// `sft` only: `chats` (whole chats) or `openers` (single exchanges with the reply cut after
+    /// --opener-words words, chitchat questions and WordNet definition questions added).
+    #[arg(long, value_enum, default_value = "chats")]
+    mix: MixArg,
+    /// With --mix openers: words of a reply kept.
+    #[arg(long, default_value_t = 24)]
+    opener_words: usize,
     #[command(flatten)]
     inputs: Inputs,
 }
@@ -91,6 +105,11 @@ pub fn run(a: Args) -> Result<()> {
     };
     let mut settings = Settings::for_stage(stage);
     settings.seed = a.seed;
+    settings.sft_mix = match a.mix {
+        MixArg::Chats => SftMix::Chats,
+        MixArg::Openers => SftMix::Openers,
+    };
+    settings.opener_reply_words = a.opener_words;
     let out = a.out.clone().unwrap_or_else(|| Path::new("runs/data").join(stage.name()));
     let t0 = std::time::Instant::now();
     let corpus = load_corpus(&a.inputs, &settings)?;

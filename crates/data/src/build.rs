@@ -65,6 +65,28 @@ pub struct Settings {
     pub sft_chitchat_per_mille: u64,
     /// `sft`: a chitchat chat is cut to at most this many turns.
     pub sft_chitchat_max_turns: usize,
+    /// `sft`: whole chats, or single exchanges cut to their opener ([`SftMix::Openers`]).
+    pub sft_mix: SftMix,
+    /// `sft` openers: a reply is cut after this many words (and then has no end-of-turn token).
+    pub opener_reply_words: usize,
+    /// `sft` openers: share of chitchat question → reply exchanges taken, per mille.
+    pub opener_chitchat_per_mille: u64,
+    /// `sft` openers: share of WordNet synsets turned into definition questions, per mille.
+    pub opener_wordnet_per_mille: u64,
+}
+
+/// What the `sft` stage trains on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SftMix {
+    /// Distilled pairs and chatterbot whole, plus a share of chitchat chats cut to a few turns.
+    Chats,
+    /// Only what the μLM writes: single exchanges (a user turn and the reply to it) with the reply
+    /// cut after [`Settings::opener_reply_words`] words — every distilled and chatterbot exchange, the
+    /// chitchat turns that ask a question with the turn that answers it, and WordNet glosses as
+    /// definition questions (`What is a brace?` → `A brace is a support that …`), which teach the
+    /// model to name the subject it was asked about. Several times more exchanges per token.
+    Openers,
 }
 
 impl Settings {
@@ -81,6 +103,10 @@ impl Settings {
             max_text_chars: 4_000,
             sft_chitchat_per_mille: 150,
             sft_chitchat_max_turns: 8,
+            sft_mix: SftMix::Chats,
+            opener_reply_words: 24,
+            opener_chitchat_per_mille: 700,
+            opener_wordnet_per_mille: 150,
         }
     }
 }
@@ -223,11 +249,16 @@ pub fn tokenizer_texts(corpus: &Corpus) -> Vec<String> {
     out
 }
 
-/// Step 4: the unit as the stage uses it, or `None` when the stage leaves it out.
-pub fn stage_unit(u: &Unit, s: &Settings) -> Option<Unit> {
-    if s.stage == Stage::Lm {
-        return Some(u.clone());
+/// Step 4: the units the stage makes of `u` (none when the stage leaves it out).
+pub fn stage_units(u: &Unit, s: &Settings) -> Vec<Unit> {
+    match (s.stage, s.sft_mix) {
+        (Stage::Lm, _) => vec![u.clone()],
+        (Stage::Sft, SftMix::Chats) => sft_chat(u, s).into_iter().collect(),
+        (Stage::Sft, SftMix::Openers) => sft_openers(u, s),
     }
+}
+
+fn sft_chat(u: &Unit, s: &Settings) -> Option<Unit> {
     match (u.source, &u.body) {
         ("distilled" | "chatterbot", Body::Chat(_)) => Some(u.clone()),
         ("chitchat", Body::Chat(turns)) => {
@@ -244,6 +275,115 @@ pub fn stage_unit(u: &Unit, s: &Settings) -> Option<Unit> {
     }
 }
 
+/// The first `words` words of `text` and whether anything was cut.
+fn first_words(text: &str, words: usize) -> (String, bool) {
+    let mut it = text.split_whitespace();
+    let head: Vec<&str> = it.by_ref().take(words).collect();
+    (head.join(" "), it.next().is_some())
+}
+
+fn sft_openers(u: &Unit, s: &Settings) -> Vec<Unit> {
+    let taken = |salt: &str, per_mille: u64| mix_hash(format!("opener:{salt}:{}", u.id).as_bytes()) % 1000 < per_mille;
+    match (u.source, &u.body) {
+        (source, Body::Chat(turns)) => {
+            let mut out = Vec::new();
+            for (i, w) in turns.windows(2).enumerate() {
+                let (ask, reply) = (&w[0], &w[1]);
+                let wanted = match source {
+                    // Either speaker may ask; the other one's next turn is the reply.
+                    "chitchat" => ask.text.trim_end().ends_with('?') && taken(&i.to_string(), s.opener_chitchat_per_mille),
+                    "distilled" | "chatterbot" => ask.role == Role::User && reply.role == Role::Assistant,
+                    _ => false,
+                };
+                if !wanted {
+                    continue;
+                }
+                let (text, cut) = first_words(&reply.text, s.opener_reply_words);
+                let last = i + 2 == turns.len();
+                out.push(Unit {
+                    id: format!("{}#{i}", u.id),
+                    body: Body::Chat(vec![Turn { role: Role::User, text: ask.text.clone() }, Turn { role: Role::Assistant, text }]),
+                    complete: !cut && (!last || u.complete),
+                    ..u.clone()
+                });
+            }
+            out
+        }
+        ("wordnet", Body::Text(t)) if taken("wordnet", s.opener_wordnet_per_mille) => {
+            definition_exchange(t, mix_hash(u.id.as_bytes()))
+                .map(|(q, a)| {
+                    let (a, cut) = first_words(&a, s.opener_reply_words);
+                    Unit {
+                        id: format!("{}#def", u.id),
+                        body: Body::Chat(vec![Turn { role: Role::User, text: q }, Turn { role: Role::Assistant, text: a }]),
+                        complete: !cut,
+                        ..u.clone()
+                    }
+                })
+                .into_iter()
+                .collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// A WordNet gloss text (`brace, bracing (noun): a support that steadies …; "an example"`) as a
+/// definition question and its answer, the question's wording picked by `pick`; `None` for adverbs
+/// and glosses that do not read as a definition.
+pub fn definition_exchange(text: &str, pick: u64) -> Option<(String, String)> {
+    let (head, gloss) = text.split_once("): ")?;
+    let (words, pos) = head.rsplit_once(" (")?;
+    let word = words.split(", ").next()?.trim();
+    // The definition proper: before the examples and alternative senses, without a leading "(botany)".
+    let mut def = gloss.split(';').next()?.trim();
+    if def.starts_with('(') {
+        def = def.split_once(") ").map(|(_, rest)| rest.trim())?;
+    }
+    let def = def.trim_end_matches(['.', ',', ':']);
+    if word.is_empty() || def.split_whitespace().count() < 2 || def.contains('"') {
+        return None;
+    }
+    // A count noun's gloss starts with "a"/"an" ("a support that …"); a mass or proper noun's does
+    // not ("synthesis of …"), and then no article reads right ("Photosynthesis is synthesis of …").
+    let counted = def.starts_with("a ") || def.starts_with("an ");
+    let article = if !counted || word.chars().next().is_some_and(char::is_uppercase) {
+        ""
+    } else if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an "
+    } else {
+        "a "
+    };
+    let n = pick as usize;
+    let (q, a) = match pos {
+        "noun" => {
+            let subject = format!("{article}{word}");
+            let qs = [
+                format!("What is {subject}?"),
+                format!("What's {subject}?"),
+                format!("Can you tell me what {subject} is?"),
+                format!("What does \"{word}\" mean?"),
+                format!("Explain what {subject} is."),
+            ];
+            (qs[n % qs.len()].clone(), format!("{} is {def}.", capitalize(&subject)))
+        }
+        "verb" => {
+            let qs = [format!("What does it mean to {word}?"), format!("What does \"{word}\" mean?"), format!("What is it to {word}?")];
+            (qs[n % qs.len()].clone(), format!("To {word} means to {def}."))
+        }
+        "adjective" => {
+            let qs = [format!("What does \"{word}\" mean?"), format!("What does it mean to be {word}?")];
+            (qs[n % qs.len()].clone(), format!("{} means {def}.", capitalize(word)))
+        }
+        _ => return None,
+    };
+    Some((q, a))
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+}
+
 /// Steps 4–5: selects, shuffles and renders the corpus into `out` with the tokenizer at
 /// `tokenizer_path`; copies the tokenizer files beside the shards and writes the manifest.
 pub fn write_shards(corpus: &Corpus, tokenizer_path: &Path, out: &Path, s: &Settings) -> Result<Manifest> {
@@ -253,9 +393,12 @@ pub fn write_shards(corpus: &Corpus, tokenizer_path: &Path, out: &Path, s: &Sett
     let mut stats = corpus.stats.clone();
     let mut order: Vec<(u64, Unit)> = Vec::new();
     for u in &corpus.units {
-        match stage_unit(u, s) {
-            Some(u) => order.push((mix_hash(format!("{}:{}:{}", s.seed, u.source, u.id).as_bytes()), u)),
-            None => entry(&mut stats, u.source).not_in_stage += 1,
+        let made = stage_units(u, s);
+        if made.is_empty() {
+            entry(&mut stats, u.source).not_in_stage += 1;
+        }
+        for u in made {
+            order.push((mix_hash(format!("{}:{}:{}", s.seed, u.source, u.id).as_bytes()), u));
         }
     }
     order.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| (a.1.source, &a.1.id).cmp(&(b.1.source, &b.1.id))));
@@ -398,6 +541,64 @@ mod tests {
         assert_eq!(st.dropped_eval, 1);
         let d = corpus.stats.iter().find(|s| s.name == "distilled").unwrap();
         assert_eq!(d.dropped_filter.get("echoes_prompt"), Some(&1));
+    }
+
+    #[test]
+    fn wordnet_glosses_become_definition_questions() {
+        let ex = |t: &str, k: u64| definition_exchange(t, k);
+        assert_eq!(
+            ex("brace, bracing (noun): a support that steadies or strengthens something else; \"the house needed a brace\"", 0),
+            Some(("What is a brace?".into(), "A brace is a support that steadies or strengthens something else.".into()))
+        );
+        assert_eq!(
+            ex("photosynthesis (noun): (biology) synthesis of compounds with the aid of radiant energy", 1),
+            Some(("What's photosynthesis?".into(), "Photosynthesis is synthesis of compounds with the aid of radiant energy.".into()))
+        );
+        assert_eq!(ex("owl (noun): a nocturnal bird of prey", 2).unwrap().1, "An owl is a nocturnal bird of prey.");
+        assert_eq!(
+            ex("run (verb): move fast by using one's feet", 0),
+            Some(("What does it mean to run?".into(), "To run means to move fast by using one's feet.".into()))
+        );
+        assert_eq!(ex("able (adjective): having the necessary means or skill", 0).unwrap().1, "Able means having the necessary means or skill.");
+        assert_eq!(ex("quickly (adverb): with speed", 0), None);
+        assert_eq!(ex("zero (noun): nothing", 0), None, "a one-word gloss does not read as a definition");
+    }
+
+    #[test]
+    fn the_opener_mix_is_single_exchanges_with_cut_replies() {
+        let (mut docs, pairs) = fixture();
+        let long: String = (0..40).map(|i| format!("w{i} ")).collect();
+        docs.push(chat("chitchat", "q1", &["Hello there.", "Hi! Do you like tea?", long.trim(), "Why?", "Because."]));
+        let mut s = Settings::for_stage(Stage::Sft);
+        s.sft_mix = SftMix::Openers;
+        s.opener_wordnet_per_mille = 1000;
+        s.opener_chitchat_per_mille = 1000;
+        let corpus = assemble(docs, pairs, &[], &s);
+        let units: Vec<Unit> = corpus.units.iter().flat_map(|u| stage_units(u, &s)).collect();
+        for u in &units {
+            let Body::Chat(turns) = &u.body else { panic!("plain text in the opener mix: {}", u.id) };
+            assert_eq!(turns.len(), 2);
+            assert_eq!((turns[0].role, turns[1].role), (Role::User, Role::Assistant));
+            assert!(turns[1].text.split_whitespace().count() <= s.opener_reply_words);
+        }
+        // Only the question turns of the chitchat chat are asked, whoever asks them; the long answer is cut.
+        let q: Vec<&Unit> = units.iter().filter(|u| u.id.starts_with("q1#")).collect();
+        assert_eq!(q.len(), 2, "{q:?}");
+        let Body::Chat(t) = &q[0].body else { unreachable!() };
+        assert_eq!(t[0].text, "Hi! Do you like tea?");
+        assert!(t[1].text.starts_with("w0 w1") && t[1].text.ends_with("w23") && !q[0].complete);
+        let Body::Chat(t) = &q[1].body else { unreachable!() };
+        assert_eq!((t[0].text.as_str(), t[1].text.as_str(), q[1].complete), ("Why?", "Because.", true));
+        // Every WordNet gloss of the fixture reads as a definition; a distilled reply cut by the teacher stays cut.
+        let defs = units.iter().filter(|u| u.id.ends_with("#def")).count();
+        assert_eq!(defs, corpus.units.iter().filter(|u| u.source == "wordnet").count());
+        assert!(units.iter().any(|u| u.source == "distilled" && !u.complete) && units.iter().any(|u| u.source == "distilled" && u.complete));
+        // Held-out stays held out: a unit keeps the split of the document it came from.
+        for u in &units {
+            let id = u.id.rsplit_once('#').unwrap().0;
+            let from = corpus.units.iter().find(|d| d.id == id && d.source == u.source).unwrap();
+            assert_eq!(u.split, from.split);
+        }
     }
 
     /// Decodes every document of a split back to text (documents end with `<|endoftext|>`).
