@@ -87,6 +87,10 @@ pub struct Args {
     /// Base seed; each prompt's seed is derived from it and the prompt id.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Copy boost of the openers (logit added to the question's content words, see
+    /// ulm_runtime::copy; 0: the model alone).
+    #[arg(long, default_value_t = 0.0)]
+    pub copy_boost: f32,
     /// Only rewrite report.md and the plots from per_prompt.jsonl.
     #[arg(long)]
     pub report_only: bool,
@@ -155,7 +159,7 @@ pub fn run(a: Args) -> Result<()> {
         let lm = LoadedModel::open(&models::resolve(Some(m))?, prec, Some(a.ctx))?;
         let mut s = Session::new(&lm.model);
         if let Some(p) = prompts.first() {
-            opener_of(&lm, &mut s, &p.prompt, max_words, seed_of(a.seed, &p.id))?;
+            opener_of(&lm, &mut s, &p.prompt, max_words, seed_of(a.seed, &p.id), a.copy_boost)?;
         }
         rss.insert(m.clone(), if reset { models::peak_rss() } else { None });
     }
@@ -203,7 +207,7 @@ pub fn run(a: Args) -> Result<()> {
                     top_k: a.top_k,
                     ..Row::default()
                 };
-                match opener_of(&lm, &mut s, &p.prompt, w, seed) {
+                match opener_of(&lm, &mut s, &p.prompt, w, seed, a.copy_boost) {
                     Ok(o) => {
                         row.opener = o.text;
                         row.opener_tokens = o.tokens;
@@ -433,7 +437,7 @@ fn write_meta(a: &Args, rows: &[Row]) -> Result<()> {
             "prompts_sha256": sha256_file(&a.prompts).ok(),
             "models": a.models, "scorer": a.scorer, "words": a.words, "top_k": a.top_k,
             "precision": a.precision, "ctx": a.ctx, "limit": a.limit, "seed": a.seed,
-            "sampling": {"temperature": 0.5, "top_p": 0.9, "seed": "base seed xor fnv1a64(prompt id)"},
+            "sampling": {"temperature": 0.5, "top_p": 0.9, "seed": "base seed xor fnv1a64(prompt id)", "copy_boost": a.copy_boost},
             "cloud": a.cloud, "provider": a.provider, "cloud_model": a.cloud_model, "cloud_max_tokens": a.cloud_max_tokens, "cloud_seed": a.cloud.as_ref().map(|_| "prompt seed & 0x7fffffff"),
             "words_per_second": a.cloud.as_ref().map(|_| Config::new(ProviderKind::Prefill, "").words_per_second),
             "judge": a.judge, "judge_model": a.judge.as_ref().map(|_| &a.judge_model),

@@ -57,6 +57,11 @@ pub struct SampleArgs {
     /// Repetition penalty (1 = off).
     #[arg(long, default_value_t = 1.0)]
     pub repetition_penalty: f32,
+    /// Copy boost: logit added to the tokens of the question's content words until the reply
+    /// uses them (0 = the model alone; 2 pulls a μLM's openers toward the topic, at some cost in
+    /// fluency: docs/models/ulm-8m.md).
+    #[arg(long, default_value_t = 0.0)]
+    pub copy_boost: f32,
     /// Random seed: the same seed gives the same reply.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -75,6 +80,7 @@ impl SampleArgs {
                 seed: self.seed,
                 ..Sampling::default()
             },
+            copy: None,
         }
     }
 }
@@ -100,7 +106,11 @@ pub fn run(a: Args) -> Result<()> {
     let prompt = lm.conversation_prompt(&[ulm_runtime::tokenizer::ChatMessage::user(&a.prompt)], a.model.template)?;
     let mut session = Session::new(&lm.model).with_threads(a.model.threads);
     let mut stdout = std::io::stdout().lock();
-    let out = generate(&lm, &mut session, &prompt, &a.sample.options(), &mut |p| {
+    let mut opts = a.sample.options();
+    if a.sample.copy_boost != 0.0 {
+        opts.copy = Some(ulm_runtime::copy::CopyBoost::new(&lm.tokenizer, &a.prompt, a.sample.copy_boost)?);
+    }
+    let out = generate(&lm, &mut session, &prompt, &opts, &mut |p| {
         let _ = stdout.write_all(p.text.as_bytes());
         let _ = stdout.flush();
         true

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::copy::CopyBoost;
 use crate::error::{Error, Result};
 use crate::load::gguf::Gguf;
 use crate::load::hf::HfModel;
@@ -123,11 +124,13 @@ pub struct GenerateOptions {
     pub words: Option<usize>,
     /// Sampling settings.
     pub sampling: Sampling,
+    /// Pull the reply toward the question's content words (openers of μLMs; `None`: off).
+    pub copy: Option<CopyBoost>,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { max_tokens: 256, words: None, sampling: Sampling::default() }
+        GenerateOptions { max_tokens: 256, words: None, sampling: Sampling::default(), copy: None }
     }
 }
 
@@ -244,6 +247,7 @@ pub struct Generator<'a> {
     max_tokens: usize,
     words_limit: Option<usize>,
     sampler: Sampler,
+    copy: Option<CopyBoost>,
     decoder: StreamDecoder,
     words: WordCounter,
     recent: Vec<u32>,
@@ -281,6 +285,7 @@ impl<'a> Generator<'a> {
             max_tokens: opts.max_tokens,
             words_limit: opts.words,
             sampler: Sampler::new(opts.sampling.clone(), lm.model.config().vocab_size),
+            copy: opts.copy.clone(),
             decoder: StreamDecoder::new(&lm.tokenizer),
             words: WordCounter::default(),
             recent,
@@ -312,7 +317,7 @@ impl<'a> Generator<'a> {
         self.steps += 1;
         let out = &mut self.out;
         let logits = session.logits();
-        let token = self.sampler.sample(logits, &self.recent);
+        let token = self.sampler.sample_boosted(logits, &self.recent, self.copy.as_ref(), &out.tokens);
         let (lp, ent) = logprob_entropy(logits, token);
         if self.lm.tokenizer.is_end_of_turn(token) {
             out.stop = StopReason::EndOfTurn;

@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod copy;
 pub mod error;
 pub mod load;
 pub mod model;

@@ -1,10 +1,13 @@
-//! Seeded sampling: greedy, temperature, top-k, top-p and repetition penalty.
+//! Seeded sampling: greedy, temperature, top-k, top-p and repetition penalty (and the
+//! [`CopyBoost`] of an opener).
 //!
 //! ```
 //! use ulm_runtime::{Sampler, Sampling};
 //! let mut s = Sampler::new(Sampling::greedy(), 4);
 //! assert_eq!(s.sample(&[0.1, 2.0, -1.0, 0.5], &[]), 1);
 //! ```
+
+use crate::copy::CopyBoost;
 
 /// Sampling settings. Temperature 0 is argmax.
 #[derive(Clone, Debug, PartialEq)]
@@ -110,9 +113,17 @@ impl Sampler {
 
     /// Chooses a token from `logits`; `recent` are the tokens the repetition penalty sees.
     pub fn sample(&mut self, logits: &[f32], recent: &[u32]) -> u32 {
+        self.sample_boosted(logits, recent, None, &[])
+    }
+
+    /// [`Sampler::sample`] with `copy`'s boost applied first for the next token after `reply`.
+    pub fn sample_boosted(&mut self, logits: &[f32], recent: &[u32], copy: Option<&CopyBoost>, reply: &[u32]) -> u32 {
         let st = &self.settings;
         let probs = &mut self.probs[..logits.len()];
         probs.copy_from_slice(logits);
+        if let Some(c) = copy {
+            c.apply(reply, probs);
+        }
         if st.repetition_penalty != 1.0 {
             let from = recent.len().saturating_sub(st.penalty_window);
             for &t in &recent[from..] {

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use ulm_handoff::words::ends_sentence;
 use ulm_handoff::{OpenerError, OpenerModel, OpenerOut, Role, Turn};
 use ulm_runtime::generate::{GenerateOptions, LoadedModel, StopReason, generate};
+use ulm_runtime::copy::CopyBoost;
 use ulm_runtime::sampler::Sampling;
 use ulm_runtime::tokenizer::{ChatMessage, render_chatml, render_chatml_continue};
 
@@ -49,6 +50,7 @@ pub struct LocalOpener {
     template: bool,
     sampling: Sampling,
     max_tokens: usize,
+    copy_boost: f32,
     calls: u64,
     /// The server whose generation slots the model calls take (none: ungated, as in `ulm ask`),
     /// and a slot already taken for the first call.
@@ -70,7 +72,7 @@ impl LocalOpener {
 
     /// An opener over `lm` that takes its sessions from a shared `sessions` pool.
     pub fn with_sessions(lm: LoadedModel, sessions: Arc<SessionPool>) -> Self {
-        LocalOpener { lm, sessions, template: false, sampling: Sampling::default(), max_tokens: DEFAULT_MAX_TOKENS, calls: 0, gate: None }
+        LocalOpener { lm, sessions, template: false, sampling: Sampling::default(), max_tokens: DEFAULT_MAX_TOKENS, copy_boost: 0.0, calls: 0, gate: None }
     }
 
     /// Use the model's own chat template instead of plain ChatML with no system turn.
@@ -82,6 +84,13 @@ impl LocalOpener {
     /// Sampling settings (the seed is advanced by one per call, so replies differ yet repeat).
     pub fn sampling(mut self, sampling: Sampling) -> Self {
         self.sampling = sampling;
+        self
+    }
+
+    /// Pull openers toward the content words of the last user turn (see
+    /// [`ulm_runtime::copy::CopyBoost`]; 0, the default: the model alone).
+    pub fn copy_boost(mut self, strength: f32) -> Self {
+        self.copy_boost = strength;
         self
     }
 
@@ -225,7 +234,9 @@ fn err(e: impl std::fmt::Display) -> OpenerError {
 impl OpenerModel for LocalOpener {
     fn write_opener(&mut self, conversation: &[Turn], words: usize, on_piece: &mut dyn FnMut(&str)) -> Result<OpenerOut, OpenerError> {
         let prompt = self.prompt(conversation, None, self.max_tokens)?;
-        let opts = GenerateOptions { max_tokens: self.max_tokens, words: Some(words.max(1)), sampling: self.next_sampling() };
+        let question = conversation.iter().rev().find(|t| t.role == Role::User).map_or("", |t| t.content.as_str());
+        let copy = if self.copy_boost != 0.0 { Some(CopyBoost::new(&self.lm.tokenizer, question, self.copy_boost).map_err(err)?) } else { None };
+        let opts = GenerateOptions { max_tokens: self.max_tokens, words: Some(words.max(1)), sampling: self.next_sampling(), copy };
         let mut text = String::new();
         let g = self.run(&prompt, &opts, &mut |p| {
             text.push_str(p);
@@ -244,7 +255,7 @@ impl OpenerModel for LocalOpener {
         }
         let max_tokens = 4 * max_words + 8;
         let prompt = self.prompt(conversation, Some(so_far), max_tokens)?;
-        let opts = GenerateOptions { max_tokens, words: Some(max_words), sampling: self.next_sampling() };
+        let opts = GenerateOptions { max_tokens, words: Some(max_words), sampling: self.next_sampling(), copy: None };
         let mut finish = SentenceEnd::default();
         self.run(&prompt, &opts, &mut |p| finish.push(p, on_piece))?;
         finish.flush(on_piece);
@@ -331,6 +342,21 @@ mod tests {
         let ids = opener.prompt(&conversation, Some("Sure<|im_end|>"), 0).unwrap();
         assert_eq!(ids.iter().filter(|&&i| i == start).count(), 2, "{ids:?}");
         assert!(tok.decode(&ids).unwrap().ends_with("<|im_start|>assistant\nSure<|im_end|>"));
+    }
+
+    #[test]
+    fn the_copy_boost_pulls_the_opener_toward_the_last_user_turn() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/data/golden");
+        let lm = LoadedModel::open(&dir, ulm_runtime::Precision::F32, None).unwrap();
+        let conversation = [Turn::user("Tell me about the harbour."), Turn::assistant("Sure."), Turn::user("And the volcano?")];
+        let greedy = Sampling { temperature: 0.0, ..Sampling::default() };
+        let write = |boost: f32| {
+            let mut o = LocalOpener::new(lm.clone()).sampling(greedy.clone()).copy_boost(boost);
+            o.write_opener(&conversation, 4, &mut |_| {}).unwrap().text.to_lowercase()
+        };
+        let (plain, boosted) = (write(0.0), write(100.0));
+        assert!(!plain.contains("volcano"), "{plain:?}");
+        assert!(boosted.trim_start().starts_with("volcano") && !boosted.contains("harbour"), "{boosted:?}");
     }
 
     fn run(pieces: &[&str]) -> (String, Vec<String>) {
