@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use ulm_handoff::{Config, Handoff, Overrides, ProviderKind, Turn};
-use ulm_eval::{HandoffRow, Row, first_words, opener as opener_of, params, read_rows, score, seed_of, sha256_file, write_report};
+use ulm_eval::{HandoffRow, Row, first_words, names_topic, opener as opener_of, params, read_rows, score, seed_of, sha256_file, write_report};
 use ulm_runtime::Session;
 use ulm_runtime::generate::LoadedModel;
 use ulm_runtime::sampler::Sampling;
@@ -209,6 +209,7 @@ pub fn run(a: Args) -> Result<()> {
                 };
                 match opener_of(&lm, &mut s, &p.prompt, w, seed, a.copy_boost) {
                     Ok(o) => {
+                        row.names_topic = Some(names_topic(&p.prompt, &o.text));
                         row.opener = o.text;
                         row.opener_tokens = o.tokens;
                         row.ttfw_ms = o.ttfw_ms;

@@ -120,6 +120,24 @@ pub struct Group {
     pub guard_min_confidence: Vec<f64>,
     /// Openers (without errors) that repeat a word trigram of their own ([`opener_repeats_itself`]).
     pub self_repeats: usize,
+    /// Share of openers with a recorded [`names_topic`] that name the prompt's topic.
+    pub names_topic: Option<f64>,
+}
+
+/// True if `opener` names one of the content words of `prompt` (the words the copy boost looks
+/// for, [`ulm_runtime::copy::content_words`]), compared on their first five letters so that
+/// "volcanoes" names "volcano" and "economic" names "economy": a reproducible, cheap stand-in for
+/// "the opener is about what was asked" (it cannot see a reply that is on topic in other words).
+///
+/// ```
+/// use ulm_eval::names_topic;
+/// assert!(names_topic("Why do volcanoes erupt?", "A volcano erupts when"));
+/// assert!(!names_topic("Why do volcanoes erupt?", "I'm so glad you asked! I'm here"));
+/// ```
+pub fn names_topic(prompt: &str, opener: &str) -> bool {
+    let stem = |w: &String| w.chars().take(5).collect::<String>();
+    let asked: std::collections::HashSet<String> = ulm_runtime::copy::content_words(prompt).iter().map(stem).collect();
+    ulm_runtime::copy::content_words(opener).iter().any(|w| asked.contains(&stem(w)))
 }
 
 /// True if `opener` says the same three words twice (case and punctuation ignored): the
@@ -222,6 +240,10 @@ pub fn summarize(rows: &[Row]) -> Vec<Group> {
                 guard_confidence: mean(&guard.iter().map(|g| g.0).collect::<Vec<_>>()),
                 guard_min_confidence: thresholds,
                 self_repeats: ok.iter().filter(|r| opener_repeats_itself(&r.opener)).count(),
+                names_topic: {
+                    let t: Vec<bool> = ok.iter().filter_map(|r| r.names_topic).collect();
+                    (!t.is_empty()).then(|| t.iter().filter(|&&b| b).count() as f64 / t.len() as f64)
+                },
                 model: m,
                 words: w,
             }
@@ -302,11 +324,12 @@ pub fn write_report(dir: &Path, rows: &[Row]) -> Result<(), EvalError> {
     md += "Mean LL: mean over prompts of the opener's mean per-token log-likelihood (nats) under the scorer, given the prompt in the scorer's chat format. ";
     md += "Acceptance: share of opener tokens (scorer's tokenization) inside the scorer's top-k. TTFW: time to first word (prefill included). ";
     md += "Peak RSS: the process with only that edge model loaded, after one opener.\n\n";
-    md += "Repeats itself: share of openers that say the same three words twice (case and punctuation ignored).\n\n";
-    md += "| model | params | words | scorer | n | mean LL | acceptance | TTFW ms | opener ms | peak RSS MB | repeats itself |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+    md += "Repeats itself: share of openers that say the same three words twice (case and punctuation ignored). ";
+    md += "Names the topic: share of openers that name a content word of the prompt (first five letters compared; `ulm_eval::names_topic`).\n\n";
+    md += "| model | params | words | scorer | n | mean LL | acceptance | TTFW ms | opener ms | peak RSS MB | repeats itself | names the topic |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for g in &groups {
         md += &format!(
-            "| {} | {:.1}M | {} | {} | {} | {} | {} | {} | {} | {} | {:.3} |\n",
+            "| {} | {:.1}M | {} | {} | {} | {} | {} | {} | {} | {} | {:.3} | {} |\n",
             short(&g.model),
             g.params as f64 / 1e6,
             g.words,
@@ -318,6 +341,7 @@ pub fn write_report(dir: &Path, rows: &[Row]) -> Result<(), EvalError> {
             f(g.opener_ms, 1),
             g.peak_rss.map_or("–".into(), |b| format!("{:.0}", b as f64 / 1048576.0)),
             g.self_repeats as f64 / g.n.max(1) as f64,
+            f(g.names_topic, 3),
         );
     }
     md += &guard_section(&groups);

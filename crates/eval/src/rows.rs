@@ -96,6 +96,10 @@ pub struct Row {
     /// whether or not the guard is on: the eval's handoff runs with the guard off.
     #[serde(default)]
     pub guard_fires: Option<bool>,
+    /// The opener names a content word of the prompt ([`crate::names_topic`]); `None` in rows
+    /// written before it was recorded.
+    #[serde(default)]
+    pub names_topic: Option<bool>,
     /// The judge's 1–5 score of the full reply.
     pub judge: Option<f64>,
     /// The judge model.
