@@ -3,7 +3,7 @@
 //! ```no_run
 //! use ulm_runtime::copy::CopyBoost;
 //! use ulm_runtime::generate::{GenerateOptions, LoadedModel};
-//! let lm = LoadedModel::open("models/ulm-8m".as_ref(), ulm_runtime::Precision::Auto, None).unwrap();
+//! let lm = LoadedModel::open("models/ulm-8m".as_ref(), ulm_runtime::Precision::Native, None).unwrap();
 //! let boost = CopyBoost::new(&lm.tokenizer, "What is a volcano?", 1.5).unwrap();
 //! let opts = GenerateOptions { words: Some(8), copy: Some(boost), ..GenerateOptions::default() };
 //! ```
