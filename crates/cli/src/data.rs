@@ -78,6 +78,10 @@ pub struct Args {
     /// With --mix openers: words of a reply kept.
     #[arg(long, default_value_t = 24)]
     opener_words: usize,
+    /// With --mix openers: leave out distilled replies that open with the teacher's stock phrases
+    /// ("I'm so glad you…", "I'm sorry for the…").
+    #[arg(long)]
+    drop_generic: bool,
     #[command(flatten)]
     inputs: Inputs,
 }
@@ -110,6 +114,7 @@ pub fn run(a: Args) -> Result<()> {
         MixArg::Openers => SftMix::Openers,
     };
     settings.opener_reply_words = a.opener_words;
+    settings.opener_drop_generic = a.drop_generic;
     let out = a.out.clone().unwrap_or_else(|| Path::new("runs/data").join(stage.name()));
     let t0 = std::time::Instant::now();
     let corpus = load_corpus(&a.inputs, &settings)?;

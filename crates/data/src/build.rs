@@ -73,6 +73,20 @@ pub struct Settings {
     pub opener_chitchat_per_mille: u64,
     /// `sft` openers: share of WordNet synsets turned into definition questions, per mille.
     pub opener_wordnet_per_mille: u64,
+    /// `sft` openers: leave out distilled replies that open with one of the teacher's stock
+    /// phrases ([`GENERIC_OPENERS`]).
+    pub opener_drop_generic: bool,
+}
+
+/// The teacher's stock openers (first words, lower case): about 2,000 of the 23,553 distilled
+/// replies of corpus/distill begin with one, whatever was asked.
+pub const GENERIC_OPENERS: &[&str] =
+    &["i'm so glad you", "i'm sorry for the", "i'm sorry for any", "i'm so sorry to", "i'm so sorry for", "i'm glad to hear"];
+
+/// True if `reply` begins with one of [`GENERIC_OPENERS`] (case and spacing ignored).
+pub fn is_generic_opener(reply: &str) -> bool {
+    let head = reply.split_whitespace().take(4).collect::<Vec<_>>().join(" ").to_lowercase().replace('’', "'");
+    GENERIC_OPENERS.iter().any(|g| head.starts_with(g))
 }
 
 /// What the `sft` stage trains on.
@@ -107,6 +121,7 @@ impl Settings {
             opener_reply_words: 24,
             opener_chitchat_per_mille: 700,
             opener_wordnet_per_mille: 150,
+            opener_drop_generic: false,
         }
     }
 }
@@ -292,6 +307,7 @@ fn sft_openers(u: &Unit, s: &Settings) -> Vec<Unit> {
                 let wanted = match source {
                     // Either speaker may ask; the other one's next turn is the reply.
                     "chitchat" => ask.text.trim_end().ends_with('?') && taken(&i.to_string(), s.opener_chitchat_per_mille),
+                    "distilled" if s.opener_drop_generic && is_generic_opener(&reply.text) => false,
                     "distilled" | "chatterbot" => ask.role == Role::User && reply.role == Role::Assistant,
                     _ => false,
                 };
@@ -598,6 +614,24 @@ mod tests {
             let id = u.id.rsplit_once('#').unwrap().0;
             let from = corpus.units.iter().find(|d| d.id == id && d.source == u.source).unwrap();
             assert_eq!(u.split, from.split);
+        }
+    }
+
+    #[test]
+    fn stock_openers_of_the_teacher_can_be_left_out() {
+        assert!(is_generic_opener("I'm so glad you're enjoying it"));
+        assert!(is_generic_opener("i’m  SORRY for the misunderstanding."));
+        assert!(!is_generic_opener("I'm so happy for you"));
+        assert!(!is_generic_opener("A volcano is a mountain"));
+        let pair = |id: &str, reply: &str| Pair { id: id.into(), source: "chitchat".into(), prompt: format!("Question {id}?"), reply: reply.into(), finish: Finish::Stop };
+        let pairs = vec![pair("a", "I'm glad to hear that you like it."), pair("b", "Paris is the capital of France.")];
+        let mut s = Settings::for_stage(Stage::Sft);
+        s.sft_mix = SftMix::Openers;
+        for (drop, expect) in [(false, 2), (true, 1)] {
+            s.opener_drop_generic = drop;
+            let corpus = assemble(Vec::new(), pairs.clone(), &[], &s);
+            let n = corpus.units.iter().flat_map(|u| stage_units(u, &s)).count();
+            assert_eq!(n, expect, "drop_generic = {drop}");
         }
     }
 
