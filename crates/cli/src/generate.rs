@@ -107,9 +107,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut session = Session::new(&lm.model).with_threads(a.model.threads);
     let mut stdout = std::io::stdout().lock();
     let mut opts = a.sample.options();
-    if a.sample.copy_boost != 0.0 {
-        opts.copy = Some(ulm_runtime::copy::CopyBoost::new(&lm.tokenizer, &a.prompt, a.sample.copy_boost)?);
-    }
+    opts.copy = ulm_runtime::copy::CopyBoost::optional(&lm.tokenizer, &a.prompt, a.sample.copy_boost)?;
     let out = generate(&lm, &mut session, &prompt, &opts, &mut |p| {
         let _ = stdout.write_all(p.text.as_bytes());
         let _ = stdout.flush();

@@ -50,7 +50,7 @@ pub struct Opener {
 pub fn opener(lm: &LoadedModel, s: &mut Session, prompt: &str, words: usize, seed: u64, copy: f32) -> Result<Opener, EvalError> {
     let ids = lm.chat_prompt(prompt)?;
     s.truncate(0);
-    let copy = if copy != 0.0 { Some(CopyBoost::new(&lm.tokenizer, prompt, copy)?) } else { None };
+    let copy = CopyBoost::optional(&lm.tokenizer, prompt, copy)?;
     let opts = GenerateOptions { max_tokens: words * 6 + 8, words: Some(words), sampling: Sampling { seed, ..Sampling::default() }, copy };
     let t0 = Instant::now();
     let mut ttfw = None;

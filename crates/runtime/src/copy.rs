@@ -82,6 +82,12 @@ impl CopyBoost {
         Ok(CopyBoost { strength, starts, follows })
     }
 
+    /// [`CopyBoost::new`], or `None` when `strength` is 0 (the model alone): what a caller with a
+    /// strength setting passes as [`crate::generate::GenerateOptions::copy`].
+    pub fn optional(tok: &Tokenizer, question: &str, strength: f32) -> Result<Option<CopyBoost>> {
+        if strength == 0.0 { Ok(None) } else { CopyBoost::new(tok, question, strength).map(Some) }
+    }
+
     /// The added logit.
     pub fn strength(&self) -> f32 {
         self.strength

@@ -59,6 +59,8 @@ fn a_strong_boost_copies_the_word_once_and_zero_is_the_model_alone() {
     let (plain, plain_text) = run(&lm, q, None, 12);
     let (zero, _) = run(&lm, q, Some(CopyBoost::new(&lm.tokenizer, q, 0.0).unwrap()), 12);
     assert_eq!(plain, zero);
+    assert_eq!(CopyBoost::optional(&lm.tokenizer, q, 0.0).unwrap(), None);
+    assert_eq!(CopyBoost::optional(&lm.tokenizer, q, 1.5).unwrap(), Some(CopyBoost::new(&lm.tokenizer, q, 1.5).unwrap()));
     assert!(!plain_text.to_lowercase().contains("volcano"), "the golden model says it by itself: {plain_text:?}");
 
     let (_, text) = run(&lm, q, Some(CopyBoost::new(&lm.tokenizer, q, 100.0).unwrap()), 12);

@@ -235,7 +235,7 @@ impl OpenerModel for LocalOpener {
     fn write_opener(&mut self, conversation: &[Turn], words: usize, on_piece: &mut dyn FnMut(&str)) -> Result<OpenerOut, OpenerError> {
         let prompt = self.prompt(conversation, None, self.max_tokens)?;
         let question = conversation.iter().rev().find(|t| t.role == Role::User).map_or("", |t| t.content.as_str());
-        let copy = if self.copy_boost != 0.0 { Some(CopyBoost::new(&self.lm.tokenizer, question, self.copy_boost).map_err(err)?) } else { None };
+        let copy = CopyBoost::optional(&self.lm.tokenizer, question, self.copy_boost).map_err(err)?;
         let opts = GenerateOptions { max_tokens: self.max_tokens, words: Some(words.max(1)), sampling: self.next_sampling(), copy };
         let mut text = String::new();
         let g = self.run(&prompt, &opts, &mut |p| {
