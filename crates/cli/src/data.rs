@@ -82,6 +82,10 @@ pub struct Args {
     /// ("I'm so glad you…", "I'm sorry for the…").
     #[arg(long)]
     drop_generic: bool,
+    /// With --mix openers: write each train exchange whose reply names the question's topic in
+    /// its first eight words this many times (1 = once).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    topic_repeat: u16,
     #[command(flatten)]
     inputs: Inputs,
 }
@@ -115,6 +119,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     settings.opener_reply_words = a.opener_words;
     settings.opener_drop_generic = a.drop_generic;
+    settings.opener_topic_repeat = usize::from(a.topic_repeat);
     let out = a.out.clone().unwrap_or_else(|| Path::new("runs/data").join(stage.name()));
     let t0 = std::time::Instant::now();
     let corpus = load_corpus(&a.inputs, &settings)?;

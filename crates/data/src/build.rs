@@ -30,6 +30,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use serde::Serialize;
+use ulm_runtime::copy::names_topic;
 
 use crate::clean::dedup_key;
 use crate::distilled::{Finish, Pair, Verdict};
@@ -76,6 +77,10 @@ pub struct Settings {
     /// `sft` openers: leave out distilled replies that open with one of the teacher's stock
     /// phrases ([`GENERIC_OPENERS`]).
     pub opener_drop_generic: bool,
+    /// `sft` openers: a train exchange whose reply names the question's topic in its first eight
+    /// words ([`ulm_runtime::copy::names_topic`]) is written this many times (1 = once): the mix
+    /// leans toward openers that say what was asked instead of a stock phrase.
+    pub opener_topic_repeat: usize,
 }
 
 /// The teacher's stock openers (first words, lower case): about 2,000 of the 23,553 distilled
@@ -122,6 +127,7 @@ impl Settings {
             opener_chitchat_per_mille: 700,
             opener_wordnet_per_mille: 150,
             opener_drop_generic: false,
+            opener_topic_repeat: 1,
         }
     }
 }
@@ -316,12 +322,19 @@ fn sft_openers(u: &Unit, s: &Settings) -> Vec<Unit> {
                 }
                 let (text, cut) = first_words(&reply.text, s.opener_reply_words);
                 let last = i + 2 == turns.len();
-                out.push(Unit {
-                    id: format!("{}#{i}", u.id),
-                    body: Body::Chat(vec![Turn { role: Role::User, text: ask.text.clone() }, Turn { role: Role::Assistant, text }]),
-                    complete: !cut && (!last || u.complete),
-                    ..u.clone()
-                });
+                let copies = if u.split == Split::Train && names_topic(&ask.text, &first_words(&text, 8).0) {
+                    s.opener_topic_repeat.max(1)
+                } else {
+                    1
+                };
+                for copy in 0..copies {
+                    out.push(Unit {
+                        id: if copy == 0 { format!("{}#{i}", u.id) } else { format!("{}#{i}.{copy}", u.id) },
+                        body: Body::Chat(vec![Turn { role: Role::User, text: ask.text.clone() }, Turn { role: Role::Assistant, text: text.clone() }]),
+                        complete: !cut && (!last || u.complete),
+                        ..u.clone()
+                    });
+                }
             }
             out
         }
@@ -633,6 +646,29 @@ mod tests {
             let n = corpus.units.iter().flat_map(|u| stage_units(u, &s)).count();
             assert_eq!(n, expect, "drop_generic = {drop}");
         }
+    }
+
+    #[test]
+    fn train_exchanges_that_name_the_topic_can_be_repeated() {
+        let pair = |id: &str, prompt: &str, reply: &str| Pair { id: id.into(), source: "chitchat".into(), prompt: prompt.into(), reply: reply.into(), finish: Finish::Stop };
+        let pairs = vec![
+            pair("v", "What is a volcano?", "A volcano is a mountain that opens to the magma below."),
+            pair("t", "Do you like green tea?", "I'm so glad you asked! I like many drinks."),
+            pair("p", "Why is Paris famous?", "Well, you see, the city of Paris is known for art."),
+        ];
+        let mut s = Settings::for_stage(Stage::Sft);
+        s.sft_mix = SftMix::Openers;
+        s.opener_topic_repeat = 3;
+        let corpus = assemble(Vec::new(), pairs, &[], &s);
+        assert!(corpus.units.iter().all(|u| u.split == Split::Train), "the fixture ids should all land in train");
+        let units: Vec<Unit> = corpus.units.iter().flat_map(|u| stage_units(u, &s)).collect();
+        let count = |id: &str| units.iter().filter(|u| u.id.starts_with(&format!("{id}#"))).count();
+        // "volcano" and "Paris" are named within eight words; the tea reply never says "tea".
+        assert_eq!((count("v"), count("t"), count("p")), (3, 1, 3));
+        let ids: HashSet<&str> = units.iter().map(|u| u.id.as_str()).collect();
+        assert_eq!(ids.len(), units.len(), "each copy has its own id (the shuffle orders by id)");
+        s.opener_topic_repeat = 1;
+        assert_eq!(corpus.units.iter().flat_map(|u| stage_units(u, &s)).count(), 3);
     }
 
     /// Decodes every document of a split back to text (documents end with `<|endoftext|>`).

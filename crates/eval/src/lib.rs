@@ -28,5 +28,6 @@ pub use metrics::{Opener, Score, first_words, opener, params, repeats_opener, sc
 /// `restarts` and the engine's `restart` mode use one rule (measured against
 /// `data/eval/seams.jsonl` in `tests/seams.rs`).
 pub use ulm_handoff::recovery::restarts;
-pub use report::{Group, MODES, PAPER_POINTS, by_category, category_of, names_topic, opener_repeats_itself, seam_labels, sha256_file, short, summarize, write_report};
+pub use ulm_runtime::copy::names_topic;
+pub use report::{Group, MODES, PAPER_POINTS, by_category, category_of, opener_repeats_itself, seam_labels, sha256_file, short, summarize, write_report};
 pub use rows::{HandoffRow, Row, read_rows};

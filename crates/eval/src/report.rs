@@ -120,24 +120,8 @@ pub struct Group {
     pub guard_min_confidence: Vec<f64>,
     /// Openers (without errors) that repeat a word trigram of their own ([`opener_repeats_itself`]).
     pub self_repeats: usize,
-    /// Share of openers with a recorded [`names_topic`] that name the prompt's topic.
+    /// Share of openers with a recorded [`ulm_runtime::copy::names_topic`] that name the prompt's topic.
     pub names_topic: Option<f64>,
-}
-
-/// True if `opener` names one of the content words of `prompt` (the words the copy boost looks
-/// for, [`ulm_runtime::copy::content_words`]), compared on their first five letters so that
-/// "volcanoes" names "volcano" and "economic" names "economy": a reproducible, cheap stand-in for
-/// "the opener is about what was asked" (it cannot see a reply that is on topic in other words).
-///
-/// ```
-/// use ulm_eval::names_topic;
-/// assert!(names_topic("Why do volcanoes erupt?", "A volcano erupts when"));
-/// assert!(!names_topic("Why do volcanoes erupt?", "I'm so glad you asked! I'm here"));
-/// ```
-pub fn names_topic(prompt: &str, opener: &str) -> bool {
-    let stem = |w: &String| w.chars().take(5).collect::<String>();
-    let asked: std::collections::HashSet<String> = ulm_runtime::copy::content_words(prompt).iter().map(stem).collect();
-    ulm_runtime::copy::content_words(opener).iter().any(|w| asked.contains(&stem(w)))
 }
 
 /// True if `opener` says the same three words twice (case and punctuation ignored): the

@@ -130,6 +130,22 @@ impl CopyBoost {
     }
 }
 
+/// True if `opener` names one of the content words of `prompt` (the words the copy boost looks
+/// for, [`content_words`]), compared on their first five letters so that
+/// "volcanoes" names "volcano" and "economic" names "economy": a reproducible, cheap stand-in for
+/// "the opener is about what was asked" (it cannot see a reply that is on topic in other words).
+///
+/// ```
+/// use ulm_runtime::copy::names_topic;
+/// assert!(names_topic("Why do volcanoes erupt?", "A volcano erupts when"));
+/// assert!(!names_topic("Why do volcanoes erupt?", "I'm so glad you asked! I'm here"));
+/// ```
+pub fn names_topic(prompt: &str, opener: &str) -> bool {
+    let stem = |w: &String| w.chars().take(5).collect::<String>();
+    let asked: std::collections::HashSet<String> = content_words(prompt).iter().map(stem).collect();
+    content_words(opener).iter().any(|w| asked.contains(&stem(w)))
+}
+
 /// The content words of `text`, lower-cased, in order of appearance, each once, at most
 /// [`MAX_WORDS`].
 pub fn content_words(text: &str) -> Vec<String> {
