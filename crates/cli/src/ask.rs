@@ -86,11 +86,12 @@ impl CloudArgs {
 }
 
 /// The local opener over the chosen μLM.
-pub fn opener(local: &crate::generate::ModelArgs, temperature: f32, seed: u64) -> Result<LocalOpener> {
+pub fn opener(local: &crate::generate::ModelArgs, temperature: f32, seed: u64, copy_boost: f32) -> Result<LocalOpener> {
     let lm = models::load(local.model.as_deref(), &local.precision, local.ctx)?;
     Ok(LocalOpener::new(lm)
         .template(local.template)
-        .sampling(Sampling { temperature, seed, ..Sampling::default() }))
+        .sampling(Sampling { temperature, seed, ..Sampling::default() })
+        .copy_boost(copy_boost))
 }
 
 #[derive(clap::Args)]
@@ -108,6 +109,10 @@ pub struct Args {
     /// Local sampling seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Copy boost of the local opener: logit added to the question's content words until the
+    /// opener uses them (0 = the model alone; docs/models/ulm-8m.md measures 1.5–5).
+    #[arg(long, default_value_t = 0.0)]
+    pub copy_boost: f32,
     /// Print one JSON object (text, timeline, recovery mode) at the end instead of the summary.
     #[arg(long)]
     pub json: bool,
@@ -151,7 +156,7 @@ pub fn run(a: Args) -> Result<()> {
         anyhow::bail!("empty prompt: give the message to reply to, e.g. ulm ask --cloud URL \"What is a comet?\"");
     }
     let handoff = a.cloud.handoff(a.words)?;
-    let mut opener = opener(&a.local, a.temperature, a.seed)?;
+    let mut opener = opener(&a.local, a.temperature, a.seed, a.copy_boost)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let reply = turn(&rt, &handoff, &mut opener, &[Turn::user(&a.prompt)]);
     println!();

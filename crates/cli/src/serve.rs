@@ -89,6 +89,9 @@ pub struct Args {
     /// Render chats with each model's own template instead of plain ChatML with no system turn.
     #[arg(long)]
     pub template: bool,
+    /// Copy boost of the demo's openers (`ulm ask --copy-boost`; 0 = the edge model alone).
+    #[arg(long, default_value_t = 0.0)]
+    pub copy_boost: f32,
     /// Handoff settings file (TOML, see ulm-handoff's config); flags below override it.
     #[arg(long)]
     pub handoff_config: Option<PathBuf>,
@@ -126,14 +129,14 @@ pub fn run(a: Args) -> Result<()> {
     let mut served = Vec::new();
     if same_file(&edge_path, &cloud_path) {
         // One model in both roles: load it once, answer to both names.
-        let mut m = ServedModel::new(cloud_id.clone(), edge_lm).template(a.template);
+        let mut m = ServedModel::new(cloud_id.clone(), edge_lm).template(a.template).copy_boost(a.copy_boost);
         if edge_id != cloud_id {
             m = m.alias(edge_id.clone());
         }
         served.push(m);
     } else {
         let cloud_lm = load(&cloud_path)?;
-        served.push(ServedModel::new(edge_id.clone(), edge_lm).template(a.template));
+        served.push(ServedModel::new(edge_id.clone(), edge_lm).template(a.template).copy_boost(a.copy_boost));
         served.push(ServedModel::new(cloud_id.clone(), cloud_lm).template(a.template));
     }
 

@@ -194,6 +194,9 @@ pub struct ServedModel {
     pub lm: LoadedModel,
     /// Render chats with the model's own template (else plain ChatML with no system turn).
     pub template: bool,
+    /// Copy boost of the demo's openers when this model is the edge model (0 = off; see
+    /// [`crate::local_opener::LocalOpener::copy_boost`]).
+    pub copy_boost: f32,
     /// Idle sessions (the prompt cache).
     pub sessions: Arc<SessionPool>,
     /// The model's decode loop when batching is on (started by [`AppState::new`]).
@@ -210,7 +213,7 @@ impl ServedModel {
     /// `lm` served as `id`, plain ChatML (its session pool is sized by [`AppState::new`]).
     pub fn new(id: impl Into<String>, lm: LoadedModel) -> Self {
         let sessions = Arc::new(SessionPool::new(&lm.model, DEFAULT_SLOTS, 1));
-        ServedModel { id: id.into(), aliases: Vec::new(), lm, template: false, sessions, batcher: None }
+        ServedModel { id: id.into(), aliases: Vec::new(), lm, template: false, copy_boost: 0.0, sessions, batcher: None }
     }
 
     /// Also answer to `alias`.
@@ -222,6 +225,12 @@ impl ServedModel {
     /// Use the model's own chat template.
     pub fn template(mut self, on: bool) -> Self {
         self.template = on;
+        self
+    }
+
+    /// Pull the demo's openers toward the question's words with this strength (0 = off).
+    pub fn copy_boost(mut self, strength: f32) -> Self {
+        self.copy_boost = strength;
         self
     }
 

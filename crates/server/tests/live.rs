@@ -285,3 +285,32 @@ async fn leaving_a_handoff_cancels_the_cloud_generation_it_started() {
     assert!(s["cancelled"].as_u64().unwrap() >= 1, "the cloud side was cancelled: {s}");
     live.shutdown().await;
 }
+
+/// The demo's openers of `question` from the shipped ulm-8m with `copy_boost`; the golden model continues.
+async fn demo_opener(copy_boost: f32, question: &str) -> String {
+    let lm = ulm_runtime::generate::LoadedModel::open(&support::root().join("models/ulm-8m"), ulm_runtime::Precision::F32, Some(512)).unwrap();
+    let mut cfg = config();
+    cfg.edge_model = "ulm-8m".into();
+    cfg.cloud_model = "golden".into();
+    let live = Live::start(cfg, || vec![ServedModel::new("ulm-8m", lm).copy_boost(copy_boost), ServedModel::new("golden", golden())]).await;
+    let body = json!({"messages": [{"role": "user", "content": question}], "words": 6, "max_tokens": 4, "seed": 11});
+    let res = post(&format!("{}/api/handoff", live.url), &body).await;
+    assert_eq!(res.status(), 200);
+    let events = parse_sse(&res.text().await.unwrap());
+    let opener: String = events
+        .iter()
+        .filter(|(n, _)| n == "opener")
+        .map(|(_, d)| serde_json::from_str::<Value>(d).unwrap()["text"].as_str().unwrap().to_string())
+        .collect();
+    live.shutdown().await;
+    opener
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ulm_serve_copy_boost_pulls_the_demo_openers_toward_the_question() {
+    const Q: &str = "Why do volcanoes erupt?";
+    let (alone, boosted) = (demo_opener(0.0, Q).await, demo_opener(6.0, Q).await);
+    eprintln!("copy boost 0: {alone:?}\ncopy boost 6: {boosted:?}");
+    assert!(!boosted.trim().is_empty() && alone != boosted);
+    assert!(ulm_runtime::copy::names_topic(Q, &boosted), "{boosted:?}");
+}
