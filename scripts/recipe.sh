@@ -2,7 +2,7 @@
 # Retrain a shipped μLM through the stages its weights went through, resumable: re-run the same
 # command after a kill and every stage continues from its last checkpoint (finished stages are
 # skipped, each starts from the previous stage's checkpoint).
-#   scripts/recipe.sh ulm-8m  [RUNS_DIR]    # default runs/recipe-ulm-8m;  ≈ 25M tokens, ≈ 2.1 h at 3,300 tok/s
+#   scripts/recipe.sh ulm-8m  [RUNS_DIR]    # default runs/recipe-ulm-8m;  ≈ 27M tokens, ≈ 2.3 h at 3,300 tok/s
 #   scripts/recipe.sh ulm-30m [RUNS_DIR]    # default runs/recipe-ulm-30m; ≈ 14M tokens, ≈ 2.6 h at 1,500 tok/s
 # Stages (4,096 tokens per step; steps and learning rates are those of docs/models/<model>.md):
 #   1 lm       language modelling on everything, from scratch
@@ -10,6 +10,7 @@
 #   3 openers  SFT on single exchanges with the reply cut after 24 words
 #   4 lm2      language modelling again
 #   5 topic    openers SFT, exchanges whose reply names the question's topic written 3 times
+#   6 nogen    (ulm-8m) as 5, without the distilled replies that open with the teacher's stock phrases
 # Environment: THREADS (default 2), SCALE (multiplies every stage's steps, default 1; 0.01 for a
 # smoke run), ULM (default target/release/ulm). The data are today's `ulm data` output, so the
 # retrained weights match the shipped ones in recipe, not bit for bit.
@@ -27,7 +28,8 @@ case "$model" in
 chats 641 5e-4 50
 openers 1600 5e-4 30
 lm2 2000 6e-4 50
-topic 1200 3e-4 20" ;;
+topic 1200 3e-4 20
+nogen 600 2e-4 20" ;;
   ulm-30m) preset=micro_30m; plan="lm 600 1e-3 60
 chats 240 5e-4 30
 openers 700 4e-4 30
@@ -42,6 +44,7 @@ build lm --stage lm
 build chats --stage sft
 build openers --stage sft --mix openers
 build topic --stage sft --mix openers --topic-repeat 3
+if grep -q '^nogen ' <<< "$plan"; then build nogen --stage sft --mix openers --topic-repeat 3 --drop-generic; fi
 prev=""
 while read -r name steps lr warmup; do
   steps=$(python3 -c "import sys; print(max(2, round($steps * $scale)))")
