@@ -22,34 +22,39 @@ runs="${2:-runs/recipe-$model}"
 threads="${THREADS:-2}"
 scale="${SCALE:-1}"
 ulm="${ULM:-target/release/ulm}"
-# name steps lr warm-up, one stage per line
+# Plan: one stage per line — run name, data set, steps, learning rate, warm-up steps.
 case "$model" in
-  ulm-8m)  preset=micro_8m;  plan="lm 644 1e-3 60
-chats 641 5e-4 50
-openers 1600 5e-4 30
-lm2 2000 6e-4 50
-topic 1200 3e-4 20
-nogen 600 2e-4 20" ;;
-  ulm-30m) preset=micro_30m; plan="lm 600 1e-3 60
-chats 240 5e-4 30
-openers 700 4e-4 30
-lm2 1300 6e-4 50
-topic 600 3e-4 30" ;;
+  ulm-8m)  preset=micro_8m;  plan="lm lm 644 1e-3 60
+chats chats 641 5e-4 50
+openers openers 1600 5e-4 30
+lm2 lm 2000 6e-4 50
+topic topic 1200 3e-4 20
+nogen nogen 600 2e-4 20" ;;
+  ulm-30m) preset=micro_30m; plan="lm lm 600 1e-3 60
+chats chats 240 5e-4 30
+openers openers 700 4e-4 30
+lm2 lm 1300 6e-4 50
+topic topic 600 3e-4 30" ;;
   *) echo "unknown model '$model': ulm-8m or ulm-30m" >&2; exit 2 ;;
 esac
+# The `ulm data` arguments of each data set.
+declare -A data_args=(
+  [lm]="--stage lm"
+  [chats]="--stage sft"
+  [openers]="--stage sft --mix openers"
+  [topic]="--stage sft --mix openers --topic-repeat 3"
+  [nogen]="--stage sft --mix openers --topic-repeat 3 --drop-generic"
+)
 [ -x "$ulm" ] || { echo "$ulm is missing: cargo build --release -p ulm" >&2; exit 1; }
 mkdir -p "$runs"
-build() { [ -f "$runs/data-$1/manifest.json" ] || "$ulm" data "${@:2}" --out "$runs/data-$1"; }
-build lm --stage lm
-build chats --stage sft
-build openers --stage sft --mix openers
-build topic --stage sft --mix openers --topic-repeat 3
-if grep -q '^nogen ' <<< "$plan"; then build nogen --stage sft --mix openers --topic-repeat 3 --drop-generic; fi
 prev=""
-while read -r name steps lr warmup; do
-  steps=$(python3 -c "import sys; print(max(2, round($steps * $scale)))")
-  warmup=$(python3 -c "print(min($warmup, max(1, $steps // 2)))")
-  case "$name" in lm|lm2) stage=lm; data=lm ;; chats) stage=sft; data=chats ;; *) stage=sft; data=$name ;; esac
+while read -r name data steps lr warmup; do
+  # shellcheck disable=SC2086 # the arguments are meant to split
+  [ -f "$runs/data-$data/manifest.json" ] || "$ulm" data ${data_args[$data]} --out "$runs/data-$data"
+  steps=$(python3 -c "print(max(2, round($steps * $scale)))")
+  warmup=$(( warmup < steps / 2 ? warmup : (steps / 2 > 0 ? steps / 2 : 1) ))
+  stage=sft
+  [ "$data" = lm ] && stage=lm
   from=(--preset "$preset")
   [ -n "$prev" ] && from=(--init "$runs/$prev")
   # A finished stage is skipped: train.py resumes its checkpoint and has nothing left to do.
