@@ -11,7 +11,7 @@
 #   4 lm2      language modelling again
 #   5 topic    openers SFT, exchanges whose reply names the question's topic written 3 times
 #   6 nogen    (ulm-8m) as 5, without the distilled replies that open with the teacher's stock phrases
-# Environment: THREADS (default 2), SCALE (multiplies every stage's steps, default 1; 0.01 for a
+# Environment: THREADS (default 2), SCALE (multiplies every stage's steps, default 1; 0.005 for a
 # smoke run), ULM (default target/release/ulm). The data are today's `ulm data` output, so the
 # retrained weights match the shipped ones in recipe, not bit for bit.
 set -euo pipefail
@@ -52,7 +52,7 @@ while read -r name data steps lr warmup; do
   # shellcheck disable=SC2086 # the arguments are meant to split
   [ -f "$runs/data-$data/manifest.json" ] || "$ulm" data ${data_args[$data]} --out "$runs/data-$data"
   steps=$(python3 -c "print(max(2, round($steps * $scale)))")
-  warmup=$(( warmup < steps / 2 ? warmup : (steps / 2 > 0 ? steps / 2 : 1) ))
+  (( warmup > steps / 2 )) && warmup=$(( steps / 2 ))  # steps >= 2, so at least 1
   stage=sft
   [ "$data" = lm ] && stage=lm
   from=(--preset "$preset")
