@@ -28,6 +28,7 @@ use crate::quant::Precision;
 use crate::sampler::{Sampler, Sampling};
 use crate::session::Session;
 use crate::tokenizer::{ChatMessage, StreamDecoder, Tokenizer, render_chatml};
+use crate::utf8::Utf8Guard;
 
 /// A model with its tokenizer and chat template, as loaded from one file or folder.
 #[derive(Clone, Debug)]
@@ -69,6 +70,7 @@ impl LoadedModel {
             .file_name()
             .map(|n| n.to_string_lossy().trim_end_matches(".gguf").to_string())
             .unwrap_or_else(|| path.display().to_string());
+        tokenizer.utf8_table(); // read now, not on the first reply
         Ok(LoadedModel { model: Arc::new(model), tokenizer, name, path: path.to_owned() })
     }
 
@@ -249,6 +251,7 @@ pub struct Generator<'a> {
     sampler: Sampler,
     copy: Option<CopyBoost>,
     decoder: StreamDecoder,
+    utf8: Utf8Guard,
     words: WordCounter,
     recent: Vec<u32>,
     steps: usize,
@@ -287,6 +290,7 @@ impl<'a> Generator<'a> {
             sampler: Sampler::new(opts.sampling.clone(), lm.model.config().vocab_size),
             copy: opts.copy.clone(),
             decoder: StreamDecoder::new(&lm.tokenizer),
+            utf8: Utf8Guard::new(lm.tokenizer.utf8_table()),
             words: WordCounter::default(),
             recent,
             steps: 0,
@@ -317,7 +321,8 @@ impl<'a> Generator<'a> {
         self.steps += 1;
         let out = &mut self.out;
         let logits = session.logits();
-        let token = self.sampler.sample_boosted(logits, &self.recent, self.copy.as_ref(), &out.tokens);
+        let token = self.sampler.sample_boosted(logits, &self.recent, self.copy.as_ref(), &out.tokens, Some(&mut self.utf8));
+        self.utf8.advance(token);
         let (lp, ent) = logprob_entropy(logits, token);
         if self.lm.tokenizer.is_end_of_turn(token) {
             out.stop = StopReason::EndOfTurn;

@@ -24,6 +24,7 @@ pub mod sampler;
 pub mod generate;
 pub mod session;
 pub mod tokenizer;
+pub mod utf8;
 
 pub use config::{Config, RopeStyle};
 pub use error::{Error, Result};

@@ -8,6 +8,7 @@
 //! ```
 
 use crate::copy::CopyBoost;
+use crate::utf8::Utf8Guard;
 
 /// Sampling settings. Temperature 0 is argmax.
 #[derive(Clone, Debug, PartialEq)]
@@ -113,16 +114,20 @@ impl Sampler {
 
     /// Chooses a token from `logits`; `recent` are the tokens the repetition penalty sees.
     pub fn sample(&mut self, logits: &[f32], recent: &[u32]) -> u32 {
-        self.sample_boosted(logits, recent, None, &[])
+        self.sample_boosted(logits, recent, None, &[], None)
     }
 
-    /// [`Sampler::sample`] with `copy`'s boost applied first for the next token after `reply`.
-    pub fn sample_boosted(&mut self, logits: &[f32], recent: &[u32], copy: Option<&CopyBoost>, reply: &[u32]) -> u32 {
+    /// [`Sampler::sample`] with `copy`'s boost applied first for the next token after `reply`,
+    /// and only among the tokens `utf8` allows (the caller advances it with the token chosen).
+    pub fn sample_boosted(&mut self, logits: &[f32], recent: &[u32], copy: Option<&CopyBoost>, reply: &[u32], utf8: Option<&mut Utf8Guard>) -> u32 {
         let st = &self.settings;
         let probs = &mut self.probs[..logits.len()];
         probs.copy_from_slice(logits);
         if let Some(c) = copy {
             c.apply(reply, probs);
+        }
+        if let Some(g) = utf8 {
+            g.mask(probs);
         }
         if st.repetition_penalty != 1.0 {
             let from = recent.len().saturating_sub(st.penalty_window);

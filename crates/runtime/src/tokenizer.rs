@@ -117,6 +117,8 @@ struct Inner {
     hf_literal: OnceLock<tokenizers::Tokenizer>,
     /// Special-token texts and ids, longest text first; built on first use.
     specials: OnceLock<Vec<(String, u32)>>,
+    /// Tokens that are parts of characters; built on first use.
+    utf8: OnceLock<Arc<crate::utf8::Utf8Table>>,
     bos: Option<u32>,
     eos: Option<u32>,
     end_of_turn: Vec<u32>,
@@ -340,7 +342,7 @@ impl Tokenizer {
             bos_token: bos_token.unwrap_or_default(),
             eos_token: eos_token.unwrap_or_default(),
         };
-        Ok(Tokenizer { inner: Arc::new(Inner { hf, hf_literal: OnceLock::new(), specials: OnceLock::new(), bos, eos, end_of_turn, add_bos, template }) })
+        Ok(Tokenizer { inner: Arc::new(Inner { hf, hf_literal: OnceLock::new(), specials: OnceLock::new(), utf8: OnceLock::new(), bos, eos, end_of_turn, add_bos, template }) })
     }
 
     // ---------------------------------------------------------------- ids and text
@@ -455,6 +457,12 @@ impl Tokenizer {
     /// U+FFFD here; use [`StreamDecoder`] to build text.
     pub fn token_piece(&self, id: u32) -> Result<String> {
         self.decode(&[id])
+    }
+
+    /// The tokens that hold only part of a character, for [`crate::utf8::Utf8Guard`] (read
+    /// from the vocabulary on first use, a few milliseconds; shared by clones).
+    pub fn utf8_table(&self) -> Arc<crate::utf8::Utf8Table> {
+        self.inner.utf8.get_or_init(|| Arc::new(crate::utf8::Utf8Table::new(self))).clone()
     }
 
     /// The vocabulary entry of `id` as stored (`Ġthe` for byte-level BPE).
@@ -706,7 +714,7 @@ pub fn render_chatml_continue(messages: &[ChatMessage]) -> Result<String> {
 }
 
 /// GPT-2's printable stand-ins for the 256 bytes, in byte order.
-fn byte_level_chars() -> Vec<char> {
+pub(crate) fn byte_level_chars() -> Vec<char> {
     let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
     let mut next = 256;
     (0..256u32)
