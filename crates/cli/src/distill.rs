@@ -6,6 +6,8 @@
 //!     --port 8090 --threads 1 --parallel 8 &
 //! ulm distill --teacher http://127.0.0.1:8090 --concurrency 8
 //! ulm distill --pack          # compress finished records into corpus/distill/ for committing
+//! # ask again, with a system message, the prompts whose reply opened with a stock phrase:
+//! ulm distill --redo-generic --tries 4 --system "Answer the question directly."
 //! ```
 //! The output is append-only JSON lines, flushed per record: a killed run loses at most the
 //! requests in flight, and a restart skips every prompt already answered (in the working file
@@ -44,6 +46,19 @@ pub struct Args {
     /// Ask the prompts of this source first (e.g. `instruct`), then the rest in the usual mix.
     #[arg(long)]
     prefer: Option<String>,
+    /// System message sent before every prompt (recorded in each record; default: none).
+    #[arg(long)]
+    system: Option<String>,
+    /// Ask again only the prompts whose stored reply opens with one of the teacher's stock
+    /// phrases (`ulm_data::build::GENERIC_OPENERS`); the new records get the id `<id>#redo`
+    /// and sit beside the old ones (`ulm data --drop-generic` then keeps only the new one).
+    #[arg(long)]
+    redo_generic: bool,
+    /// Ask each prompt up to this many times (seeds seed, seed+1, …) and keep the first reply
+    /// whose first eight words name the question's topic and are not a stock phrase (failing
+    /// that, the first reply that is not a stock phrase; failing that, the first).
+    #[arg(long, default_value_t = 1)]
+    tries: u32,
     /// Stop after this many new records (default: the whole prompt set).
     #[arg(long)]
     limit: Option<usize>,
@@ -80,7 +95,16 @@ pub struct Record {
     pub seed: u64,
     pub n_tokens: u32,
     pub ms: u64,
+    /// The system message the teacher was given, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// How many replies were drawn to find this one (`--tries`; absent: one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tries: Option<u32>,
 }
+
+/// Suffix of the id of a prompt asked again (`--redo-generic`).
+pub const REDO_SUFFIX: &str = "#redo";
 
 /// Minimum chitchat count of every word of a lemma before it becomes a question.
 const MIN_LEMMA_COUNT: u32 = 3;
@@ -124,13 +148,29 @@ pub fn run(a: Args) -> Result<()> {
     }
     let prompts = prompt_set(&a.assets)?;
     if a.print_prompts {
+        let mut out = std::io::stdout().lock();
         for p in &prompts {
-            println!("{}", serde_json::to_string(p)?);
+            match writeln!(out, "{}", serde_json::to_string(p)?) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break, // `| head`
+                r => r?,
+            }
         }
         return Ok(());
     }
-    let done: HashSet<String> = read_records(&a.corpus, &a.out)?.into_iter().map(|r| r.id).collect();
-    let mut todo: Vec<Prompt> = prompts.iter().filter(|p| !done.contains(&p.id)).cloned().collect();
+    let records = read_records(&a.corpus, &a.out)?;
+    let done: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    let mut todo: Vec<Prompt> = if a.redo_generic {
+        let generic: HashSet<&str> = records.iter().filter(|r| ulm_data::build::is_generic_opener(&r.reply)).map(|r| r.id.as_str()).collect();
+        eprintln!("{} stored replies open with a stock phrase", generic.len());
+        prompts
+            .iter()
+            .filter(|p| generic.contains(p.id.as_str()))
+            .map(|p| Prompt { id: format!("{}{REDO_SUFFIX}", p.id), ..p.clone() })
+            .filter(|p| !done.contains(p.id.as_str()))
+            .collect()
+    } else {
+        prompts.iter().filter(|p| !done.contains(p.id.as_str())).cloned().collect()
+    };
     if let Some(src) = &a.prefer {
         if !todo.iter().any(|p| &p.source == src) {
             bail!("--prefer {src}: no unanswered prompt has that source (sources: chitchat, chatterbot, wordnet-q, instruct)");
@@ -148,7 +188,8 @@ pub fn run(a: Args) -> Result<()> {
 
 async fn ask_all(a: Args, todo: Vec<Prompt>) -> Result<()> {
     let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(300)).build()?;
-    let out = std::fs::OpenOptions::new().create(true).append(true).open(&a.out).with_context(|| format!("{}", a.out.display()))?;
+    let mut out = std::fs::OpenOptions::new().create(true).read(true).append(true).open(&a.out).with_context(|| format!("{}", a.out.display()))?;
+    end_with_newline(&mut out)?;
     let out = Arc::new(std::sync::Mutex::new(out));
     let bar = indicatif::ProgressBar::new(todo.len() as u64);
     bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}").unwrap());
@@ -186,6 +227,22 @@ async fn ask_all(a: Args, todo: Vec<Prompt>) -> Result<()> {
     Ok(())
 }
 
+/// A run killed mid-write leaves a partial last line: close it, so the next record starts on a
+/// line of its own (the partial one is skipped when read and its prompt asked again).
+fn end_with_newline(f: &mut std::fs::File) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    if f.metadata()?.len() == 0 {
+        return Ok(());
+    }
+    let mut last = [0u8];
+    f.seek(SeekFrom::End(-1))?;
+    f.read_exact(&mut last)?;
+    if last[0] != b'\n' {
+        f.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
 #[derive(Deserialize)]
 struct CompletionResp {
     choices: Vec<CompletionChoice>,
@@ -201,23 +258,76 @@ struct Usage {
     completion_tokens: u32,
 }
 
-/// The raw ChatML prompt with no system message: SmolLM2 answers better without its default
-/// system prompt (../shared/ASSETS.md), which the GGUF template would insert.
-pub fn chatml_prompt(user: &str) -> String {
-    format!("<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n")
+/// The raw ChatML prompt, by default with no system message: SmolLM2 answers better without
+/// its default system prompt (../shared/ASSETS.md), which the GGUF template would insert.
+pub fn chatml_prompt(system: Option<&str>, user: &str) -> String {
+    let system = system.map(|s| format!("<|im_start|>system\n{s}<|im_end|>\n")).unwrap_or_default();
+    format!("{system}<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n")
 }
 
 async fn ask(client: &reqwest::Client, a: &Args, p: Prompt) -> Result<Record> {
-    let seed = ulm_data::split::fnv1a(p.id.as_bytes()) & 0x7fff_ffff;
+    let base = ulm_data::split::fnv1a(p.id.as_bytes()) & 0x7fff_ffff;
+    let t0 = Instant::now();
+    let mut kept: Option<(u64, Answer)> = None;
+    let mut n_tokens = 0;
+    let mut tries = 0;
+    for k in 0..a.tries.max(1) as u64 {
+        let seed = (base + k) & 0x7fff_ffff;
+        let ans = ask_once(client, a, &p, seed).await?;
+        n_tokens += ans.n_tokens;
+        tries += 1;
+        let opener: String = ans.text.split_whitespace().take(8).collect::<Vec<_>>().join(" ");
+        let stock = ulm_data::build::is_generic_opener(&ans.text);
+        let on_topic = !stock && ulm_runtime::copy::names_topic(&p.text, &opener);
+        // Keep the first answer that names the topic; failing that, the first that is not a
+        // stock phrase; failing that, the first.
+        let better = match &kept {
+            None => true,
+            Some((_, k)) => !stock && ulm_data::build::is_generic_opener(&k.text),
+        };
+        if better || on_topic {
+            kept = Some((seed, ans));
+        }
+        if on_topic {
+            break;
+        }
+    }
+    let (seed, ans) = kept.expect("at least one try");
+    Ok(Record {
+        id: p.id,
+        source: p.source,
+        prompt: p.text,
+        reply: ans.text,
+        finish: ans.finish,
+        teacher: a.teacher_name.clone(),
+        temperature: a.temperature,
+        top_p: a.top_p,
+        max_tokens: a.max_tokens,
+        seed,
+        n_tokens,
+        ms: t0.elapsed().as_millis() as u64,
+        system: a.system.clone(),
+        tries: (tries > 1).then_some(tries),
+    })
+}
+
+/// One reply of the teacher.
+struct Answer {
+    text: String,
+    finish: String,
+    n_tokens: u32,
+}
+
+/// One request, retried twice on a network error or a bad status.
+async fn ask_once(client: &reqwest::Client, a: &Args, p: &Prompt, seed: u64) -> Result<Answer> {
     let body = serde_json::json!({
-        "prompt": chatml_prompt(&p.text),
+        "prompt": chatml_prompt(a.system.as_deref(), &p.text),
         "max_tokens": a.max_tokens,
         "temperature": a.temperature,
         "top_p": a.top_p,
         "seed": seed,
         "stop": ["<|im_end|>", "<|endoftext|>"],
     });
-    let t0 = Instant::now();
     let mut last = None;
     for attempt in 0..3 {
         if attempt > 0 {
@@ -236,19 +346,10 @@ async fn ask(client: &reqwest::Client, a: &Args, p: Prompt) -> Result<Record> {
         }
         let r: CompletionResp = resp.json().await?;
         let c = r.choices.into_iter().next().context("no choices in the teacher's answer")?;
-        return Ok(Record {
-            id: p.id,
-            source: p.source,
-            prompt: p.text,
-            reply: c.text.trim().to_string(),
+        return Ok(Answer {
+            text: c.text.trim().to_string(),
             finish: c.finish_reason.unwrap_or_else(|| "stop".into()),
-            teacher: a.teacher_name.clone(),
-            temperature: a.temperature,
-            top_p: a.top_p,
-            max_tokens: a.max_tokens,
-            seed,
             n_tokens: r.usage.map(|u| u.completion_tokens).unwrap_or(0),
-            ms: t0.elapsed().as_millis() as u64,
         });
     }
     Err(last.unwrap())

@@ -83,8 +83,10 @@ impl Pair {
     /// The split of the pair: held out when its prompt's document is, or when its id falls in
     /// the [`HELDOUT_PER_MILLE`] share.
     pub fn split(&self) -> Split {
-        if prompt_split(&self.id) == Split::Heldout
-            || fnv1a(format!("distill-heldout:{}", self.id).as_bytes()) % 1000 < HELDOUT_PER_MILLE
+        // A prompt asked again (`<id>#redo`) falls on the side of its first answer.
+        let id = prompt_id(&self.id);
+        if prompt_split(id) == Split::Heldout
+            || fnv1a(format!("distill-heldout:{id}").as_bytes()) % 1000 < HELDOUT_PER_MILLE
         {
             Split::Heldout
         } else {
@@ -116,8 +118,14 @@ impl Pair {
     }
 }
 
+/// The prompt id of a record id: `chitchat:abc:0#redo` → `chitchat:abc:0`.
+pub fn prompt_id(id: &str) -> &str {
+    id.split_once('#').map_or(id, |(p, _)| p)
+}
+
 /// The split of the document a prompt id comes from (`split_of` as `distill_prompts` applied it).
 pub fn prompt_split(id: &str) -> Split {
+    let id = prompt_id(id);
     let Some((source, rest)) = id.split_once(':') else { return Split::Train };
     match source {
         // `source:doc:turn`: the document id is everything up to the last colon.
@@ -180,6 +188,19 @@ mod tests {
             let id = format!("wordnet-q:n:word{i}");
             assert_eq!(prompt_split(&id), split_of("wordnet-q", &format!("n:word{i}")));
         }
+    }
+
+    #[test]
+    fn a_prompt_asked_again_keeps_the_split_of_its_first_answer() {
+        let (mut held, mut train) = (0, 0);
+        for i in 0..2_000 {
+            let first = Pair { id: format!("wordnet-q:n:w{i}"), ..pair("q", "r") };
+            let again = Pair { id: format!("{}#redo", first.id), ..first.clone() };
+            assert_eq!(prompt_split(&again.id), prompt_split(&first.id));
+            assert_eq!(again.split(), first.split(), "{}", first.id);
+            if first.split() == Split::Heldout { held += 1 } else { train += 1 }
+        }
+        assert!(held > 0 && train > 0, "both sides seen: {held} held out, {train} train");
     }
 
     #[test]

@@ -1,0 +1,119 @@
+//! `ulm distill` against a real teacher: `ulm serve` with the shipped ulm-8m on loopback. Records
+//! are appended with their provenance, a second run resumes (asks only new prompts), a line cut
+//! by a kill is skipped and its prompt asked again, `--pack` moves the records into the corpus,
+//! and `--redo-generic` asks again, with a system message, only the prompts whose stored reply
+//! opened with a stock phrase. Needs the prompt sources of scripts/fetch-assets.sh.
+
+use std::collections::HashSet;
+use std::io::{BufRead, Read};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+mod support;
+use support::Served;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn distill(teacher: &str, dir: &Path, extra: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ulm"))
+        .current_dir(root())
+        .args(["distill", "--teacher", teacher, "--concurrency", "2", "--max-tokens", "12"])
+        .args(["--out", dir.join("work.jsonl").to_str().unwrap(), "--corpus", dir.join("corpus").to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "ulm distill {extra:?} failed: {err}");
+    err
+}
+
+fn records(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+fn packed(dir: &Path) -> Vec<Value> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir.join("corpus")).unwrap() {
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(e.unwrap().path()).unwrap()).read_to_string(&mut text).unwrap();
+        out.extend(text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()));
+    }
+    out
+}
+
+#[test]
+fn distill_appends_resumes_packs_and_redoes_stock_replies() {
+    assert!(root().join("assets").exists(), "assets/ is missing: run scripts/fetch-assets.sh (scripts/test.sh does)");
+    let model = root().join("models/ulm-8m");
+    let server = Served::start(&["--model", model.to_str().unwrap(), "--ctx", "256"], None);
+    let dir = std::env::temp_dir().join(format!("ulm-distill-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let work = dir.join("work.jsonl");
+
+    // First run: 4 records, each with its provenance.
+    distill(&server.url, &dir, &["--limit", "4"]);
+    let first = records(&work);
+    assert_eq!(first.len(), 4);
+    for r in &first {
+        for key in ["id", "source", "prompt", "reply", "finish", "teacher", "seed"] {
+            assert!(!r[key].is_null(), "{key} missing in {r}");
+        }
+        assert!(r["n_tokens"].as_u64().unwrap() > 0, "{r}");
+        assert!(r.get("system").is_none() && r.get("tries").is_none(), "plain run records no system message: {r}");
+    }
+
+    // A kill mid-write: a partial last line. The next run resumes with new prompts only, starts
+    // its records on a line of their own, and reports the partial line.
+    std::fs::write(&work, std::fs::read_to_string(&work).unwrap() + "{\"id\":\"chitchat:cut").unwrap();
+    let err = distill(&server.url, &dir, &["--limit", "3"]);
+    assert!(err.contains("incomplete, skipped"), "{err}");
+    let all = records(&work);
+    assert_eq!(all.len(), 7, "4 old + 3 new, the partial line unreadable");
+    let ids: HashSet<&str> = all.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 7, "no prompt asked twice");
+    let lines = std::io::BufReader::new(std::fs::File::open(&work).unwrap()).lines().count();
+    assert_eq!(lines, 8, "the partial line stays one line of its own");
+
+    // --pack: the working file's records move into the corpus; a resume still skips them.
+    distill(&server.url, &dir, &["--pack"]);
+    assert_eq!(packed(&dir).len(), 7);
+    assert_eq!(std::fs::read_to_string(&work).unwrap(), "");
+    distill(&server.url, &dir, &["--limit", "1"]);
+    let after = records(&work);
+    assert_eq!(after.len(), 1);
+    assert!(!ids.contains(after[0]["id"].as_str().unwrap()));
+
+    // --redo-generic: forge a stock reply for one stored prompt; that prompt, and any other whose
+    // stored reply happens to open with a stock phrase, is asked again under `<id>#redo`, with
+    // the system message recorded.
+    let mut stock = after[0].clone();
+    stock["reply"] = "I'm so glad you asked! Let me help.".into();
+    std::fs::write(&work, format!("{stock}\n")).unwrap();
+    let stored: Vec<Value> = packed(&dir).into_iter().chain([stock.clone()]).collect();
+    let want: HashSet<String> = stored
+        .iter()
+        .filter(|r| ulm_data::build::is_generic_opener(r["reply"].as_str().unwrap()))
+        .map(|r| format!("{}#redo", r["id"].as_str().unwrap()))
+        .collect();
+    let err = distill(&server.url, &dir, &["--redo-generic", "--tries", "2", "--system", "Answer directly."]);
+    assert!(err.contains(&format!("{} stored replies open with a stock phrase", want.len())), "{err}");
+    let redo: Vec<Value> = records(&work).into_iter().filter(|r| r["id"].as_str().unwrap().ends_with("#redo")).collect();
+    let got: HashSet<String> = redo.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(got, want);
+    assert!(got.contains(&format!("{}#redo", stock["id"].as_str().unwrap())));
+    for r in &redo {
+        assert_eq!(r["system"], "Answer directly.");
+        let first = stored.iter().find(|s| format!("{}#redo", s["id"].as_str().unwrap()) == r["id"].as_str().unwrap()).unwrap();
+        assert_eq!(r["prompt"], first["prompt"]);
+    }
+    // Asked again later, nothing is left to redo.
+    let err = distill(&server.url, &dir, &["--redo-generic", "--tries", "2"]);
+    assert!(err.contains("0 to ask"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
