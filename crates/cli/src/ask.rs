@@ -86,8 +86,9 @@ impl CloudArgs {
 }
 
 /// The local opener over the chosen μLM.
-pub fn opener(local: &crate::generate::ModelArgs, temperature: f32, seed: u64, copy_boost: f32) -> Result<LocalOpener> {
+pub fn opener(local: &crate::generate::ModelArgs, temperature: f32, seed: u64, copy_boost: Option<f32>) -> Result<LocalOpener> {
     let lm = models::load(local.model.as_deref(), &local.precision, local.ctx)?;
+    let copy_boost = lm.defaults.copy_boost_or(copy_boost);
     Ok(LocalOpener::new(lm)
         .template(local.template)
         .sampling(Sampling { temperature, seed, ..Sampling::default() })
@@ -110,9 +111,10 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Copy boost of the local opener: logit added to the question's content words until the
-    /// opener uses them (0 = the model alone; docs/models/ulm-8m.md measures 1.5–5).
-    #[arg(long, default_value_t = 0.0)]
-    pub copy_boost: f32,
+    /// opener uses them (0 = the model alone; default: the model's generation_config.json, 1
+    /// for the shipped μLMs; docs/models/ulm-8m.md measures 1–5).
+    #[arg(long)]
+    pub copy_boost: Option<f32>,
     /// Print one JSON object (text, timeline, recovery mode) at the end instead of the summary.
     #[arg(long)]
     pub json: bool,

@@ -101,7 +101,7 @@ pub fn run(a: Args) -> Result<()> {
         }
         let mut opts = a.sample.options();
         opts.sampling.seed = a.sample.seed.wrapping_add(turn);
-        opts.copy = ulm_runtime::copy::CopyBoost::optional(&lm.tokenizer, line, a.sample.copy_boost)?;
+        opts.copy = ulm_runtime::copy::CopyBoost::optional(&lm.tokenizer, line, lm.defaults.copy_boost_or(a.sample.copy_boost))?;
         turn += 1;
         let g = generate(&lm, &mut session, &prompt, &opts, &mut |p| {
             let _ = out.write_all(p.text.as_bytes());

@@ -58,10 +58,10 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = 1.0)]
     pub repetition_penalty: f32,
     /// Copy boost: logit added to the tokens of the question's content words until the reply
-    /// uses them (0 = the model alone; 2 pulls a μLM's openers toward the topic, at some cost in
-    /// fluency: docs/models/ulm-8m.md).
-    #[arg(long, default_value_t = 0.0)]
-    pub copy_boost: f32,
+    /// uses them (0 = the model alone; default: the model's generation_config.json — 1 for the
+    /// shipped μLMs, 0 for other models; docs/models/ulm-8m.md).
+    #[arg(long)]
+    pub copy_boost: Option<f32>,
     /// Random seed: the same seed gives the same reply.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -107,7 +107,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut session = Session::new(&lm.model).with_threads(a.model.threads);
     let mut stdout = std::io::stdout().lock();
     let mut opts = a.sample.options();
-    opts.copy = ulm_runtime::copy::CopyBoost::optional(&lm.tokenizer, &a.prompt, a.sample.copy_boost)?;
+    opts.copy = ulm_runtime::copy::CopyBoost::optional(&lm.tokenizer, &a.prompt, lm.defaults.copy_boost_or(a.sample.copy_boost))?;
     let out = generate(&lm, &mut session, &prompt, &opts, &mut |p| {
         let _ = stdout.write_all(p.text.as_bytes());
         let _ = stdout.flush();

@@ -89,9 +89,10 @@ pub struct Args {
     /// Render chats with each model's own template instead of plain ChatML with no system turn.
     #[arg(long)]
     pub template: bool,
-    /// Copy boost of the demo's openers (`ulm ask --copy-boost`; 0 = the edge model alone).
-    #[arg(long, default_value_t = 0.0)]
-    pub copy_boost: f32,
+    /// Copy boost of the demo's openers (`ulm ask --copy-boost`; 0 = the edge model alone;
+    /// default: the edge model's generation_config.json, 1 for the shipped μLMs).
+    #[arg(long)]
+    pub copy_boost: Option<f32>,
     /// Handoff settings file (TOML, see ulm-handoff's config); flags below override it.
     #[arg(long)]
     pub handoff_config: Option<PathBuf>,
@@ -124,19 +125,20 @@ pub fn run(a: Args) -> Result<()> {
         ulm_runtime::generate::LoadedModel::open(p, prec, Some(a.ctx)).with_context(|| format!("loading {}", p.display()))
     };
     let edge_lm = load(&edge_path)?;
+    let copy_boost = edge_lm.defaults.copy_boost_or(a.copy_boost);
     let edge_id = model_id(a.model.as_deref(), &edge_lm.name);
     let cloud_id = model_id(Some(&a.cloud_model), &edge_lm.name);
     let mut served = Vec::new();
     if same_file(&edge_path, &cloud_path) {
         // One model in both roles: load it once, answer to both names.
-        let mut m = ServedModel::new(cloud_id.clone(), edge_lm).template(a.template).copy_boost(a.copy_boost);
+        let mut m = ServedModel::new(cloud_id.clone(), edge_lm).template(a.template).copy_boost(copy_boost);
         if edge_id != cloud_id {
             m = m.alias(edge_id.clone());
         }
         served.push(m);
     } else {
         let cloud_lm = load(&cloud_path)?;
-        served.push(ServedModel::new(edge_id.clone(), edge_lm).template(a.template).copy_boost(a.copy_boost));
+        served.push(ServedModel::new(edge_id.clone(), edge_lm).template(a.template).copy_boost(copy_boost));
         served.push(ServedModel::new(cloud_id.clone(), cloud_lm).template(a.template));
     }
 

@@ -90,3 +90,35 @@ fn bad_input_gets_one_line_errors_that_say_what_to_do() {
     let out = ulm().args(["generate", "--bogus-flag", "x"]).output().unwrap();
     assert!(!out.status.success() && String::from_utf8(out.stderr).unwrap().contains("--bogus-flag"));
 }
+
+#[test]
+fn a_model_folder_sets_its_own_copy_boost_and_the_flag_overrides_it() {
+    let dir = std::env::temp_dir().join(format!("ulm-cli-defaults-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"] {
+        std::fs::copy(golden().join(f), dir.join(f)).unwrap();
+    }
+    let say = |model: &std::path::Path, extra: &[&str]| -> String {
+        let out = ulm()
+            .args(["generate", "--model", model.to_str().unwrap(), "--temperature", "0", "--max-tokens", "12"])
+            .args(extra)
+            .arg("What is a volcano?")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let plain = say(&dir, &[]);
+    std::fs::write(dir.join("generation_config.json"), r#"{"copy_boost": 100.0}"#).unwrap();
+    let configured = say(&dir, &[]);
+    assert_ne!(configured, plain, "the folder's copy boost changed nothing");
+    assert!(configured.to_lowercase().contains("volcano"), "a strong boost copies the asked word: {configured:?}");
+    assert_eq!(configured, say(&golden(), &["--copy-boost", "100"]), "the same as the flag on the plain model");
+    assert_eq!(say(&dir, &["--copy-boost", "0"]), plain, "the flag overrides the folder");
+
+    std::fs::write(dir.join("generation_config.json"), r#"{"copy_boost": "lots"}"#).unwrap();
+    let out = ulm().args(["generate", "--model", dir.to_str().unwrap(), "hi"]).output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success() && err.contains("generation_config.json") && err.contains("delete the file"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -100,6 +100,9 @@ pub struct Row {
     /// written before it was recorded.
     #[serde(default)]
     pub names_topic: Option<bool>,
+    /// Copy boost the opener ran with; `None` in rows written before it was recorded.
+    #[serde(default)]
+    pub copy_boost: Option<f32>,
     /// The judge's 1–5 score of the full reply.
     pub judge: Option<f64>,
     /// The judge model.

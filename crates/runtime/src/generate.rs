@@ -41,6 +41,49 @@ pub struct LoadedModel {
     pub name: String,
     /// Where it was loaded from.
     pub path: PathBuf,
+    /// The model's own sampling defaults (`generation_config.json`).
+    pub defaults: ModelDefaults,
+}
+
+/// Settings a model folder recommends for itself in `generation_config.json` (the Hugging Face
+/// file; ulm reads its own key from it), used where the caller sets nothing:
+///
+/// ```json
+/// {"copy_boost": 1.0}
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+pub struct ModelDefaults {
+    /// Copy boost of the model's openers ([`CopyBoost`]; 0: the model alone). The shipped μLMs
+    /// set 1: it makes more openers name the question's topic at almost no cost in fluency
+    /// (docs/models/ulm-8m.md).
+    #[serde(default)]
+    pub copy_boost: f32,
+}
+
+impl ModelDefaults {
+    /// File name beside config.json.
+    pub const FILE: &'static str = "generation_config.json";
+
+    /// The defaults in `dir` (all zero when the file is absent; an error names a malformed one).
+    pub fn read(dir: &Path) -> Result<ModelDefaults> {
+        let path = dir.join(Self::FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ModelDefaults::default()),
+            Err(source) => return Err(Error::Io { path, source }),
+        };
+        let d: ModelDefaults = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Config { path: path.clone(), msg: format!("{e} (expected e.g. {{\"copy_boost\": 1.0}}; delete the file for no defaults)") })?;
+        if !d.copy_boost.is_finite() || !(0.0..=100.0).contains(&d.copy_boost) {
+            return Err(Error::Config { path, msg: format!("copy_boost {} is outside 0–100", d.copy_boost) });
+        }
+        Ok(d)
+    }
+
+    /// `flag` if the caller set one, else the model's value.
+    pub fn copy_boost_or(&self, flag: Option<f32>) -> f32 {
+        flag.unwrap_or(self.copy_boost)
+    }
 }
 
 impl LoadedModel {
@@ -51,27 +94,28 @@ impl LoadedModel {
             let mut magic = [0u8; 4];
             std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok() && &magic == b"GGUF"
         };
-        let (model, tokenizer) = if is_gguf {
+        let (model, tokenizer, defaults) = if is_gguf {
             let g = Gguf::open(path)?;
             let mut config = g.config()?;
             if let Some(m) = max_seq {
                 config.max_seq_len = m;
             }
-            (Model::from_source(&g, config, prec, true)?, Tokenizer::from_gguf(&g)?)
+            (Model::from_source(&g, config, prec, true)?, Tokenizer::from_gguf(&g)?, ModelDefaults::default())
         } else {
             let h = HfModel::open(path)?;
             let mut config = h.config()?;
             if let Some(m) = max_seq {
                 config.max_seq_len = m;
             }
-            (Model::from_source(&h, config, prec, false)?, Tokenizer::from_hf(&h)?)
+            let dir = if path.is_dir() { path } else { path.parent().unwrap_or(Path::new(".")) };
+            (Model::from_source(&h, config, prec, false)?, Tokenizer::from_hf(&h)?, ModelDefaults::read(dir)?)
         };
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().trim_end_matches(".gguf").to_string())
             .unwrap_or_else(|| path.display().to_string());
         tokenizer.utf8_table(); // read now, not on the first reply
-        Ok(LoadedModel { model: Arc::new(model), tokenizer, name, path: path.to_owned() })
+        Ok(LoadedModel { model: Arc::new(model), tokenizer, name, path: path.to_owned(), defaults })
     }
 
     /// Tokens of a single user turn rendered for a reply. Models that ship a chat template get
@@ -444,6 +488,26 @@ mod tests {
     #[test]
     fn multibyte_text_is_cut_on_char_boundaries() {
         assert_eq!(cut(&["Ça", " va", " très", " bien", " 👍"], 4), ("Ça va très bien".into(), true));
+    }
+
+    #[test]
+    fn model_defaults_read_absent_valid_and_bad_files() {
+        let dir = std::env::temp_dir().join(format!("ulm-defaults-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(ModelDefaults::FILE);
+        let _ = std::fs::remove_file(&file);
+        assert_eq!(ModelDefaults::read(&dir).unwrap(), ModelDefaults::default());
+        // Hugging Face's own keys may sit beside ours.
+        std::fs::write(&file, r#"{"copy_boost": 1.5, "temperature": 0.7}"#).unwrap();
+        let d = ModelDefaults::read(&dir).unwrap();
+        assert_eq!(d.copy_boost, 1.5);
+        assert_eq!((d.copy_boost_or(None), d.copy_boost_or(Some(0.0))), (1.5, 0.0));
+        for bad in [r#"{"copy_boost": -1}"#, r#"{"copy_boost": "high"}"#, "{"] {
+            std::fs::write(&file, bad).unwrap();
+            let e = ModelDefaults::read(&dir).unwrap_err().to_string();
+            assert!(e.contains(ModelDefaults::FILE), "{bad}: {e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -72,7 +72,8 @@ impl LocalOpener {
 
     /// An opener over `lm` that takes its sessions from a shared `sessions` pool.
     pub fn with_sessions(lm: LoadedModel, sessions: Arc<SessionPool>) -> Self {
-        LocalOpener { lm, sessions, template: false, sampling: Sampling::default(), max_tokens: DEFAULT_MAX_TOKENS, copy_boost: 0.0, calls: 0, gate: None }
+        let copy_boost = lm.defaults.copy_boost;
+        LocalOpener { lm, sessions, template: false, sampling: Sampling::default(), max_tokens: DEFAULT_MAX_TOKENS, copy_boost, calls: 0, gate: None }
     }
 
     /// Use the model's own chat template instead of plain ChatML with no system turn.
@@ -88,7 +89,8 @@ impl LocalOpener {
     }
 
     /// Pull openers toward the content words of the last user turn (see
-    /// [`ulm_runtime::copy::CopyBoost`]; 0, the default: the model alone).
+    /// [`ulm_runtime::copy::CopyBoost`]; 0: the model alone). Default: the model's own
+    /// (`generation_config.json`, [`ulm_runtime::generate::ModelDefaults`]; 0 without one).
     pub fn copy_boost(mut self, strength: f32) -> Self {
         self.copy_boost = strength;
         self

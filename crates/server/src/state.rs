@@ -194,7 +194,8 @@ pub struct ServedModel {
     pub lm: LoadedModel,
     /// Render chats with the model's own template (else plain ChatML with no system turn).
     pub template: bool,
-    /// Copy boost of the demo's openers when this model is the edge model (0 = off; see
+    /// Copy boost of the demo's openers when this model is the edge model (0 = off; the
+    /// model's own by default; see
     /// [`crate::local_opener::LocalOpener::copy_boost`]).
     pub copy_boost: f32,
     /// Idle sessions (the prompt cache).
@@ -213,7 +214,8 @@ impl ServedModel {
     /// `lm` served as `id`, plain ChatML (its session pool is sized by [`AppState::new`]).
     pub fn new(id: impl Into<String>, lm: LoadedModel) -> Self {
         let sessions = Arc::new(SessionPool::new(&lm.model, DEFAULT_SLOTS, 1));
-        ServedModel { id: id.into(), aliases: Vec::new(), lm, template: false, copy_boost: 0.0, sessions, batcher: None }
+        let copy_boost = lm.defaults.copy_boost;
+        ServedModel { id: id.into(), aliases: Vec::new(), lm, template: false, copy_boost, sessions, batcher: None }
     }
 
     /// Also answer to `alias`.
@@ -228,7 +230,8 @@ impl ServedModel {
         self
     }
 
-    /// Pull the demo's openers toward the question's words with this strength (0 = off).
+    /// Pull the demo's openers toward the question's words with this strength (0 = off;
+    /// default: the model's own, from its `generation_config.json`).
     pub fn copy_boost(mut self, strength: f32) -> Self {
         self.copy_boost = strength;
         self
