@@ -3,14 +3,17 @@
 # command after a kill and every stage continues from its last checkpoint (finished stages are
 # skipped, each starts from the previous stage's checkpoint).
 #   scripts/recipe.sh ulm-8m  [RUNS_DIR]    # default runs/recipe-ulm-8m;  ≈ 27M tokens, ≈ 2.3 h at 3,300 tok/s
-#   scripts/recipe.sh ulm-30m [RUNS_DIR]    # default runs/recipe-ulm-30m; ≈ 14M tokens, ≈ 2.6 h at 1,500 tok/s
+#   scripts/recipe.sh ulm-30m [RUNS_DIR]    # default runs/recipe-ulm-30m; ≈ 16M tokens, ≈ 3 h at 1,500 tok/s
 # Stages (4,096 tokens per step; steps and learning rates are those of docs/models/<model>.md):
 #   1 lm       language modelling on everything, from scratch
 #   2 chats    chat SFT (loss on replies, first 16 reply tokens 2x)
 #   3 openers  SFT on single exchanges with the reply cut after 24 words
 #   4 lm2      language modelling again
 #   5 topic    openers SFT, exchanges whose reply names the question's topic written 3 times
-#   6 nogen    (ulm-8m) as 5, without the distilled replies that open with the teacher's stock phrases
+#   6 nogen    as 5, without the distilled replies that open with the teacher's stock phrases (the
+#              corpus now also holds those prompts asked again, corpus/distill part-005, which the
+#              ulm-8m weights did not see; ulm-30m's did)
+# The export gets the shipped model's generation_config.json (its default copy boost).
 # Environment: THREADS (default 2), SCALE (multiplies every stage's steps, default 1; 0.005 for a
 # smoke run), ULM (default target/release/ulm). The data are today's `ulm data` output, so the
 # retrained weights match the shipped ones in recipe, not bit for bit.
@@ -34,7 +37,8 @@ nogen nogen 600 2e-4 20" ;;
 chats chats 240 5e-4 30
 openers openers 700 4e-4 30
 lm2 lm 1300 6e-4 50
-topic topic 600 3e-4 30" ;;
+topic topic 600 3e-4 30
+nogen nogen 400 2e-4 20" ;;
   *) echo "unknown model '$model': ulm-8m or ulm-30m" >&2; exit 2 ;;
 esac
 # The `ulm data` arguments of each data set.
@@ -65,4 +69,6 @@ while read -r name data steps lr warmup; do
   prev="$name"
 done <<< "$plan"
 train/.venv/bin/python train/export.py --ckpt "$runs/$prev" --out "$runs/export" --dtype f16
+# The shipped model's sampling defaults (its copy boost) belong to the recipe too.
+[ -f "models/$model/generation_config.json" ] && cp "models/$model/generation_config.json" "$runs/export/"
 echo "recipe done: $runs/export (compare: ulm eval --models $runs/export,$model --scorer smollm2)"
