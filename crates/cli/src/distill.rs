@@ -92,7 +92,9 @@ pub struct Record {
     pub temperature: f32,
     pub top_p: f32,
     pub max_tokens: u32,
+    /// Seed of the kept reply.
     pub seed: u64,
+    /// Teacher tokens generated for this record (every try counted).
     pub n_tokens: u32,
     pub ms: u64,
     /// The system message the teacher was given, if any.
