@@ -270,7 +270,7 @@ pub fn chatml_prompt(system: Option<&str>, user: &str) -> String {
 async fn ask(client: &reqwest::Client, a: &Args, p: Prompt) -> Result<Record> {
     let base = ulm_data::split::fnv1a(p.id.as_bytes()) & 0x7fff_ffff;
     let t0 = Instant::now();
-    let mut kept: Option<(u64, Answer)> = None;
+    let mut kept: Option<(u8, u64, Answer)> = None; // (rank, seed, reply)
     let mut n_tokens = 0;
     let mut tries = 0;
     for k in 0..a.tries.max(1) as u64 {
@@ -283,18 +283,15 @@ async fn ask(client: &reqwest::Client, a: &Args, p: Prompt) -> Result<Record> {
         let on_topic = !stock && ulm_runtime::copy::names_topic(&p.text, &opener);
         // Keep the first answer that names the topic; failing that, the first that is not a
         // stock phrase; failing that, the first.
-        let better = match &kept {
-            None => true,
-            Some((_, k)) => !stock && ulm_data::build::is_generic_opener(&k.text),
-        };
-        if better || on_topic {
-            kept = Some((seed, ans));
+        let rank = if on_topic { 2 } else { u8::from(!stock) };
+        if kept.as_ref().is_none_or(|(r, _, _)| rank > *r) {
+            kept = Some((rank, seed, ans));
         }
         if on_topic {
             break;
         }
     }
-    let (seed, ans) = kept.expect("at least one try");
+    let (_, seed, ans) = kept.expect("at least one try");
     Ok(Record {
         id: p.id,
         source: p.source,
