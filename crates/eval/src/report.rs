@@ -328,7 +328,7 @@ pub fn write_report(dir: &Path, rows: &[Row]) -> Result<(), EvalError> {
             f(g.names_topic, 3),
         );
     }
-    let mut boosts: Vec<(String, String)> = rows.iter().map(|r| (short(&r.model).to_string(), r.copy_boost.map_or("not recorded".into(), |c| format!("{c}")))).collect();
+    let mut boosts: Vec<(String, String)> = rows.iter().map(|r| (short(&r.model), r.copy_boost.map_or("not recorded".into(), |c| format!("{c}")))).collect();
     boosts.sort();
     boosts.dedup();
     md += &format!("\nCopy boost of the openers (`--copy-boost`, default each model's own): {}.\n", boosts.iter().map(|(m, c)| format!("{m} {c}")).collect::<Vec<_>>().join(", "));
