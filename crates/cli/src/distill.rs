@@ -7,7 +7,9 @@
 //! ulm distill --teacher http://127.0.0.1:8090 --concurrency 8
 //! ulm distill --pack          # compress finished records into corpus/distill/ for committing
 //! # ask again, with a system message, the prompts whose reply opened with a stock phrase:
-//! ulm distill --redo-generic --tries 4 --system "Answer the question directly."
+//! ulm distill --redo generic --tries 4 --system "Answer the question directly."
+//! # … or every prompt whose reply's first eight words do not name the question's topic:
+//! ulm distill --redo off-topic --tries 4
 //! ```
 //! The output is append-only JSON lines, flushed per record: a killed run loses at most the
 //! requests in flight, and a restart skips every prompt already answered (in the working file
@@ -49,11 +51,13 @@ pub struct Args {
     /// System message sent before every prompt (recorded in each record; default: none).
     #[arg(long)]
     system: Option<String>,
-    /// Ask again only the prompts whose stored reply opens with one of the teacher's stock
-    /// phrases (`ulm_data::build::GENERIC_OPENERS`); the new records get the id `<id>#redo`
-    /// and sit beside the old ones (`ulm data --drop-generic` then keeps only the new one).
-    #[arg(long)]
-    redo_generic: bool,
+    /// Ask again only the prompts whose stored first reply is of this kind: `generic` opens with
+    /// one of the teacher's stock phrases (`ulm_data::build::GENERIC_OPENERS`); `off-topic`
+    /// does not name the question's topic in its first eight words (`ulm_runtime::copy::names_topic`;
+    /// prompts without a content word, "How are you?", are never off topic). The new records get
+    /// the id `<id>#redo` and sit beside the old ones (`ulm data --drop-generic` drops a stock one).
+    #[arg(long, value_enum)]
+    redo: Option<Redo>,
     /// Ask each prompt up to this many times (seeds seed, seed+1, …) and keep the first reply
     /// whose first eight words name the question's topic and are not a stock phrase (failing
     /// that, the first reply that is not a stock phrase; failing that, the first).
@@ -105,7 +109,29 @@ pub struct Record {
     pub tries: Option<u32>,
 }
 
-/// Suffix of the id of a prompt asked again (`--redo-generic`).
+/// Which stored replies `--redo` asks again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Redo {
+    /// Replies that open with a stock phrase.
+    Generic,
+    /// Replies whose first eight words do not name the question's topic.
+    OffTopic,
+}
+
+impl Redo {
+    /// True when `reply` to `prompt` is of this kind.
+    fn wants(self, prompt: &str, reply: &str) -> bool {
+        match self {
+            Redo::Generic => ulm_data::build::is_generic_opener(reply),
+            Redo::OffTopic => {
+                let opener: String = reply.split_whitespace().take(8).collect::<Vec<_>>().join(" ");
+                !ulm_runtime::copy::content_words(prompt).is_empty() && !ulm_runtime::copy::names_topic(prompt, &opener)
+            }
+        }
+    }
+}
+
+/// Suffix of the id of a prompt asked again (`--redo`).
 pub const REDO_SUFFIX: &str = "#redo";
 
 /// Minimum chitchat count of every word of a lemma before it becomes a question.
@@ -161,12 +187,14 @@ pub fn run(a: Args) -> Result<()> {
     }
     let records = read_records(&a.corpus, &a.out)?;
     let done: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
-    let mut todo: Vec<Prompt> = if a.redo_generic {
-        let generic: HashSet<&str> = records.iter().filter(|r| ulm_data::build::is_generic_opener(&r.reply)).map(|r| r.id.as_str()).collect();
-        eprintln!("{} stored replies open with a stock phrase", generic.len());
+    let mut todo: Vec<Prompt> = if let Some(kind) = a.redo {
+        // First answers only: a prompt asked again already had its tries.
+        let again: HashSet<&str> =
+            records.iter().filter(|r| !r.id.contains('#') && kind.wants(&r.prompt, &r.reply)).map(|r| r.id.as_str()).collect();
+        eprintln!("{} stored replies to ask again ({kind:?})", again.len());
         prompts
             .iter()
-            .filter(|p| generic.contains(p.id.as_str()))
+            .filter(|p| again.contains(p.id.as_str()))
             .map(|p| Prompt { id: format!("{}{REDO_SUFFIX}", p.id), ..p.clone() })
             .filter(|p| !done.contains(p.id.as_str()))
             .collect()

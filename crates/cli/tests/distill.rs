@@ -1,7 +1,7 @@
 //! `ulm distill` against a real teacher: `ulm serve` with the shipped ulm-8m on loopback. Records
 //! are appended with their provenance, a second run resumes (asks only new prompts), a line cut
 //! by a kill is skipped and its prompt asked again, `--pack` moves the records into the corpus,
-//! and `--redo-generic` asks again, with a system message, only the prompts whose stored reply
+//! and `--redo generic` asks again, with a system message, only the prompts whose stored reply
 //! opened with a stock phrase. Needs the prompt sources of scripts/fetch-assets.sh.
 
 use std::collections::HashSet;
@@ -89,7 +89,7 @@ fn distill_appends_resumes_packs_and_redoes_stock_replies() {
     assert_eq!(after.len(), 1);
     assert!(!ids.contains(after[0]["id"].as_str().unwrap()));
 
-    // --redo-generic: forge a stock reply for one stored prompt; that prompt, and any other whose
+    // --redo generic: forge a stock reply for one stored prompt; that prompt, and any other whose
     // stored reply happens to open with a stock phrase, is asked again under `<id>#redo`, with
     // the system message recorded.
     let mut stock = after[0].clone();
@@ -101,8 +101,8 @@ fn distill_appends_resumes_packs_and_redoes_stock_replies() {
         .filter(|r| ulm_data::build::is_generic_opener(r["reply"].as_str().unwrap()))
         .map(|r| format!("{}#redo", r["id"].as_str().unwrap()))
         .collect();
-    let err = distill(&server.url, &dir, &["--redo-generic", "--tries", "2", "--system", "Answer directly."]);
-    assert!(err.contains(&format!("{} stored replies open with a stock phrase", want.len())), "{err}");
+    let err = distill(&server.url, &dir, &["--redo", "generic", "--tries", "2", "--system", "Answer directly."]);
+    assert!(err.contains(&format!("{} stored replies to ask again (Generic)", want.len())), "{err}");
     let redo: Vec<Value> = records(&work).into_iter().filter(|r| r["id"].as_str().unwrap().ends_with("#redo")).collect();
     let got: HashSet<String> = redo.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(got, want);
@@ -113,7 +113,23 @@ fn distill_appends_resumes_packs_and_redoes_stock_replies() {
         assert_eq!(r["prompt"], first["prompt"]);
     }
     // Asked again later, nothing is left to redo.
-    let err = distill(&server.url, &dir, &["--redo-generic", "--tries", "2"]);
+    let err = distill(&server.url, &dir, &["--redo", "generic", "--tries", "2"]);
     assert!(err.contains("0 to ask"), "{err}");
+
+    // --redo off-topic: the first answers whose opener does not name the question's topic (a
+    // question without content words never counts), less those already asked again above.
+    let off: Vec<&Value> = stored
+        .iter()
+        .filter(|r| {
+            let (prompt, reply) = (r["prompt"].as_str().unwrap(), r["reply"].as_str().unwrap());
+            let opener: String = reply.split_whitespace().take(8).collect::<Vec<_>>().join(" ");
+            !ulm_runtime::copy::content_words(prompt).is_empty() && !ulm_runtime::copy::names_topic(prompt, &opener)
+        })
+        .collect();
+    let want_off: HashSet<String> = off.iter().map(|r| format!("{}#redo", r["id"].as_str().unwrap())).filter(|id| !got.contains(id)).collect();
+    let err = distill(&server.url, &dir, &["--redo", "off-topic"]);
+    assert!(err.contains(&format!("{} stored replies to ask again (OffTopic)", off.len())), "{err}");
+    let all: HashSet<String> = records(&work).iter().map(|r| r["id"].as_str().unwrap().to_string()).filter(|id| id.ends_with("#redo")).collect();
+    assert_eq!(all, got.union(&want_off).cloned().collect::<HashSet<_>>());
     std::fs::remove_dir_all(&dir).unwrap();
 }
