@@ -13,7 +13,7 @@
 #   6 nogen    as 5, without the distilled replies that open with the teacher's stock phrases (the
 #              corpus now also holds those prompts asked again, corpus/distill part-005, which the
 #              ulm-8m weights did not see; ulm-30m's did)
-# The export gets the shipped model's generation_config.json (its default copy boost).
+# The export gets the shipped model's generation_config.json (its default copy boost and candidates).
 # Environment: THREADS (default 2), SCALE (multiplies every stage's steps, default 1; 0.005 for a
 # smoke run), ULM (default target/release/ulm). The data are today's `ulm data` output, so the
 # retrained weights match the shipped ones in recipe, not bit for bit.

@@ -86,13 +86,15 @@ impl CloudArgs {
 }
 
 /// The local opener over the chosen μLM.
-pub fn opener(local: &crate::generate::ModelArgs, temperature: f32, seed: u64, copy_boost: Option<f32>) -> Result<LocalOpener> {
+pub fn opener(local: &crate::generate::ModelArgs, temperature: f32, seed: u64, copy_boost: Option<f32>, candidates: Option<usize>) -> Result<LocalOpener> {
     let lm = models::load(local.model.as_deref(), &local.precision, local.ctx)?;
     let copy_boost = lm.defaults.copy_boost_or(copy_boost);
+    let candidates = lm.defaults.candidates_or(candidates);
     Ok(LocalOpener::new(lm)
         .template(local.template)
         .sampling(Sampling { temperature, seed, ..Sampling::default() })
-        .copy_boost(copy_boost))
+        .copy_boost(copy_boost)
+        .candidates(candidates))
 }
 
 #[derive(clap::Args)]
@@ -115,6 +117,10 @@ pub struct Args {
     /// for the shipped μLMs; docs/models/ulm-8m.md measures 1–5).
     #[arg(long)]
     pub copy_boost: Option<f32>,
+    /// Openers the local model samples, the best kept (names the topic, then most probable;
+    /// 1 = the first, streamed as written; default: the model's generation_config.json).
+    #[arg(long)]
+    pub candidates: Option<usize>,
     /// Print one JSON object (text, timeline, recovery mode) at the end instead of the summary.
     #[arg(long)]
     pub json: bool,
@@ -158,7 +164,7 @@ pub fn run(a: Args) -> Result<()> {
         anyhow::bail!("empty prompt: give the message to reply to, e.g. ulm ask --cloud URL \"What is a comet?\"");
     }
     let handoff = a.cloud.handoff(a.words)?;
-    let mut opener = opener(&a.local, a.temperature, a.seed, a.copy_boost)?;
+    let mut opener = opener(&a.local, a.temperature, a.seed, a.copy_boost, a.candidates)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let reply = turn(&rt, &handoff, &mut opener, &[Turn::user(&a.prompt)]);
     println!();

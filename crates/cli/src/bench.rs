@@ -108,7 +108,7 @@ fn run_one(spec: &str, a: &Args) -> Result<Row> {
         decode.push(t1.elapsed().as_secs_f64() / a.decode_tokens as f64);
         if let Some(lm) = &lm {
             let mut s = Session::new(&lm.model).with_threads(threads);
-            let opts = GenerateOptions { max_tokens: 48, words: Some(8), sampling: Sampling::greedy(), copy: None };
+            let opts = GenerateOptions { max_tokens: 48, words: Some(8), sampling: Sampling::greedy(), copy: None, candidates: None };
             let g = generate(lm, &mut s, &prompt, &opts, &mut |_| true)?;
             if let Some(w) = g.words_done {
                 words.push(w.as_secs_f64());

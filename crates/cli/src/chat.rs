@@ -34,7 +34,7 @@ pub struct Args {
 
 fn run_handoff(a: Args) -> Result<()> {
     let handoff = a.cloud.handoff(a.sample.words)?;
-    let mut opener = crate::ask::opener(&a.model, a.sample.temperature, a.sample.seed, a.sample.copy_boost)?;
+    let mut opener = crate::ask::opener(&a.model, a.sample.temperature, a.sample.seed, a.sample.copy_boost, a.sample.candidates)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let mut history: Vec<ulm_handoff::Turn> = Vec::new();
     eprintln!("ulm chat (handoff to {}) — /reset to start over, /quit to leave", handoff.config().base_url);
@@ -102,6 +102,7 @@ pub fn run(a: Args) -> Result<()> {
         let mut opts = a.sample.options();
         opts.sampling.seed = a.sample.seed.wrapping_add(turn);
         opts.copy = ulm_runtime::copy::CopyBoost::optional(&lm.tokenizer, line, lm.defaults.copy_boost_or(a.sample.copy_boost))?;
+        opts.candidates = a.sample.candidates(&lm, line);
         turn += 1;
         let g = generate(&lm, &mut session, &prompt, &opts, &mut |p| {
             let _ = out.write_all(p.text.as_bytes());

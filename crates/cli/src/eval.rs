@@ -92,6 +92,10 @@ pub struct Args {
     /// for the shipped μLMs, 0 for the others). Each row records the value it ran with.
     #[arg(long)]
     pub copy_boost: Option<f32>,
+    /// Openers sampled per prompt, the best kept (ulm_runtime::generate::Candidates; default:
+    /// each model's generation_config.json, 1 without one). Each row records it.
+    #[arg(long)]
+    pub candidates: Option<usize>,
     /// Only rewrite report.md and the plots from per_prompt.jsonl.
     #[arg(long)]
     pub report_only: bool,
@@ -160,7 +164,7 @@ pub fn run(a: Args) -> Result<()> {
         let lm = LoadedModel::open(&models::resolve(Some(m))?, prec, Some(a.ctx))?;
         let mut s = Session::new(&lm.model);
         if let Some(p) = prompts.first() {
-            opener_of(&lm, &mut s, &p.prompt, max_words, seed_of(a.seed, &p.id), lm.defaults.copy_boost_or(a.copy_boost))?;
+            opener_of(&lm, &mut s, &p.prompt, max_words, seed_of(a.seed, &p.id), lm.defaults.copy_boost_or(a.copy_boost), lm.defaults.candidates_or(a.candidates))?;
         }
         rss.insert(m.clone(), if reset { models::peak_rss() } else { None });
     }
@@ -182,7 +186,8 @@ pub fn run(a: Args) -> Result<()> {
         let lm = LoadedModel::open(&models::resolve(Some(m))?, prec, Some(a.ctx))?;
         let params = params(&lm);
         let copy_boost = lm.defaults.copy_boost_or(a.copy_boost);
-        eprintln!("{m}: copy boost {copy_boost}");
+        let candidates = lm.defaults.candidates_or(a.candidates);
+        eprintln!("{m}: copy boost {copy_boost}, best of {candidates}");
         let mut s = Session::new(&lm.model);
         if scorer.is_none() {
             let sc = LoadedModel::open(&scorer_path, prec, Some(a.ctx.max(2048)))?;
@@ -209,9 +214,10 @@ pub fn run(a: Args) -> Result<()> {
                     scorer: a.scorer.clone(),
                     top_k: a.top_k,
                     copy_boost: Some(copy_boost),
+                    candidates: Some(candidates),
                     ..Row::default()
                 };
-                match opener_of(&lm, &mut s, &p.prompt, w, seed, copy_boost) {
+                match opener_of(&lm, &mut s, &p.prompt, w, seed, copy_boost, candidates) {
                     Ok(o) => {
                         row.names_topic = Some(names_topic(&p.prompt, &o.text));
                         row.opener = o.text;
@@ -442,7 +448,7 @@ fn write_meta(a: &Args, rows: &[Row]) -> Result<()> {
             "prompts_sha256": sha256_file(&a.prompts).ok(),
             "models": a.models, "scorer": a.scorer, "words": a.words, "top_k": a.top_k,
             "precision": a.precision, "ctx": a.ctx, "limit": a.limit, "seed": a.seed,
-            "sampling": {"temperature": 0.5, "top_p": 0.9, "seed": "base seed xor fnv1a64(prompt id)", "copy_boost": a.copy_boost.map_or_else(|| serde_json::json!("each model's default (per row)"), |c| serde_json::json!(c))},
+            "sampling": {"temperature": 0.5, "top_p": 0.9, "seed": "base seed xor fnv1a64(prompt id)", "copy_boost": a.copy_boost.map_or_else(|| serde_json::json!("each model's default (per row)"), |c| serde_json::json!(c)), "candidates": a.candidates.map_or_else(|| serde_json::json!("each model's default (per row)"), |c| serde_json::json!(c))},
             "cloud": a.cloud, "provider": a.provider, "cloud_model": a.cloud_model, "cloud_max_tokens": a.cloud_max_tokens, "cloud_seed": a.cloud.as_ref().map(|_| "prompt seed & 0x7fffffff"),
             "words_per_second": a.cloud.as_ref().map(|_| Config::new(ProviderKind::Prefill, "").words_per_second),
             "judge": a.judge, "judge_model": a.judge.as_ref().map(|_| &a.judge_model),

@@ -62,6 +62,11 @@ pub struct SampleArgs {
     /// shipped μLMs, 0 for other models; docs/models/ulm-8m.md).
     #[arg(long)]
     pub copy_boost: Option<f32>,
+    /// Sample this many openers and print the best (names the topic, then most probable; 1 =
+    /// the first, streamed as written). Default with --words: the model's generation_config.json
+    /// (4 for the shipped μLMs); without --words: 1.
+    #[arg(long)]
+    pub candidates: Option<usize>,
     /// Random seed: the same seed gives the same reply.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -81,7 +86,15 @@ impl SampleArgs {
                 ..Sampling::default()
             },
             copy: None,
+            candidates: None,
         }
+    }
+
+    /// The best-of-n choice for a reply to `question`: the flag, else the model's default when
+    /// the reply is an opener (--words); `None` for one reply.
+    pub fn candidates(&self, lm: &ulm_runtime::generate::LoadedModel, question: &str) -> Option<ulm_runtime::generate::Candidates> {
+        let n = self.candidates.or(if self.words.is_some() { Some(lm.defaults.candidates_or(None)) } else { None })?;
+        ulm_runtime::generate::Candidates::optional(question, n)
     }
 }
 
@@ -108,6 +121,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     let mut opts = a.sample.options();
     opts.copy = ulm_runtime::copy::CopyBoost::optional(&lm.tokenizer, &a.prompt, lm.defaults.copy_boost_or(a.sample.copy_boost))?;
+    opts.candidates = a.sample.candidates(&lm, &a.prompt);
     let out = generate(&lm, &mut session, &prompt, &opts, &mut |p| {
         let _ = stdout.write_all(p.text.as_bytes());
         let _ = stdout.flush();

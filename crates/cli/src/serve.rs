@@ -93,6 +93,10 @@ pub struct Args {
     /// default: the edge model's generation_config.json, 1 for the shipped μLMs).
     #[arg(long)]
     pub copy_boost: Option<f32>,
+    /// Openers sampled per demo reply, the best kept (`ulm ask --candidates`; default: the edge
+    /// model's generation_config.json).
+    #[arg(long)]
+    pub candidates: Option<usize>,
     /// Handoff settings file (TOML, see ulm-handoff's config); flags below override it.
     #[arg(long)]
     pub handoff_config: Option<PathBuf>,
@@ -126,19 +130,20 @@ pub fn run(a: Args) -> Result<()> {
     };
     let edge_lm = load(&edge_path)?;
     let copy_boost = edge_lm.defaults.copy_boost_or(a.copy_boost);
+    let candidates = edge_lm.defaults.candidates_or(a.candidates);
     let edge_id = model_id(a.model.as_deref(), &edge_lm.name);
     let cloud_id = model_id(Some(&a.cloud_model), &edge_lm.name);
     let mut served = Vec::new();
     if same_file(&edge_path, &cloud_path) {
         // One model in both roles: load it once, answer to both names.
-        let mut m = ServedModel::new(cloud_id.clone(), edge_lm).template(a.template).copy_boost(copy_boost);
+        let mut m = ServedModel::new(cloud_id.clone(), edge_lm).template(a.template).copy_boost(copy_boost).candidates(candidates);
         if edge_id != cloud_id {
             m = m.alias(edge_id.clone());
         }
         served.push(m);
     } else {
         let cloud_lm = load(&cloud_path)?;
-        served.push(ServedModel::new(edge_id.clone(), edge_lm).template(a.template).copy_boost(copy_boost));
+        served.push(ServedModel::new(edge_id.clone(), edge_lm).template(a.template).copy_boost(copy_boost).candidates(candidates));
         served.push(ServedModel::new(cloud_id.clone(), cloud_lm).template(a.template));
     }
 

@@ -122,3 +122,38 @@ fn a_model_folder_sets_its_own_copy_boost_and_the_flag_overrides_it() {
     assert!(!out.status.success() && err.contains("generation_config.json") && err.contains("delete the file"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn candidates_pick_one_of_the_seeds_replies_from_the_flag_or_the_folder() {
+    let dir = std::env::temp_dir().join(format!("ulm-cli-candidates-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"] {
+        std::fs::copy(golden().join(f), dir.join(f)).unwrap();
+    }
+    // Hot sampling with a strong boost: the golden model's replies differ from seed to seed,
+    // some spelling "volca…" and some not (crates/runtime/tests/candidates.rs).
+    let say = |model: &std::path::Path, seed: u64, extra: &[&str]| -> String {
+        let out = ulm()
+            .args(["generate", "--model", model.to_str().unwrap(), "--temperature", "1.2", "--top-p", "1", "--copy-boost", "9", "--max-tokens", "24"])
+            .args(["--seed", &seed.to_string()])
+            .args(extra)
+            .arg("Tell me about the volcano.")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    std::fs::write(dir.join("generation_config.json"), r#"{"candidates": 4}"#).unwrap();
+    let mut changed = 0;
+    for seed in 0..6u64 {
+        let singles: Vec<String> = (0..4).map(|k| say(&golden(), seed + k, &["--words", "4"])).collect();
+        let best = say(&golden(), seed, &["--words", "4", "--candidates", "4"]);
+        assert!(singles.contains(&best), "seed {seed}: {best:?} is none of {singles:?}");
+        changed += usize::from(best != singles[0]);
+        assert_eq!(say(&dir, seed, &["--words", "4"]), best, "seed {seed}: the folder's candidates = the flag");
+        assert_eq!(say(&dir, seed, &["--words", "4", "--candidates", "1"]), singles[0], "seed {seed}: the flag overrides the folder");
+        assert_eq!(say(&dir, seed, &[]), say(&golden(), seed, &[]), "seed {seed}: a whole reply (no --words) is not an opener: one sample");
+    }
+    assert!(changed > 0, "best of 4 never differed from the first reply");
+    std::fs::remove_dir_all(&dir).ok();
+}

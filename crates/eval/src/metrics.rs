@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use ulm_runtime::copy::CopyBoost;
 use ulm_runtime::Session;
-use ulm_runtime::generate::{GenerateOptions, LoadedModel, generate, logprob_entropy};
+use ulm_runtime::generate::{Candidates, GenerateOptions, LoadedModel, generate, logprob_entropy};
 use ulm_runtime::sampler::Sampling;
 
 use crate::EvalError;
@@ -45,13 +45,13 @@ pub struct Opener {
 }
 
 /// The first `words` words of a reply to `prompt` (the model's chat prompt; temperature 0.5,
-/// top-p 0.9, `seed`, the [`CopyBoost`] of `copy` when it is not 0), from an empty session so
-/// that prefill is timed.
-pub fn opener(lm: &LoadedModel, s: &mut Session, prompt: &str, words: usize, seed: u64, copy: f32) -> Result<Opener, EvalError> {
+/// top-p 0.9, `seed`, the [`CopyBoost`] of `copy` when it is not 0, the best of `candidates`
+/// when more than 1), from an empty session so that prefill is timed.
+pub fn opener(lm: &LoadedModel, s: &mut Session, prompt: &str, words: usize, seed: u64, copy: f32, candidates: usize) -> Result<Opener, EvalError> {
     let ids = lm.chat_prompt(prompt)?;
     s.truncate(0);
     let copy = CopyBoost::optional(&lm.tokenizer, prompt, copy)?;
-    let opts = GenerateOptions { max_tokens: words * 6 + 8, words: Some(words), sampling: Sampling { seed, ..Sampling::default() }, copy };
+    let opts = GenerateOptions { max_tokens: words * 6 + 8, words: Some(words), sampling: Sampling { seed, ..Sampling::default() }, copy, candidates: Candidates::optional(prompt, candidates) };
     let t0 = Instant::now();
     let mut ttfw = None;
     let g = generate(lm, s, &ids, &opts, &mut |p| {

@@ -328,10 +328,14 @@ pub fn write_report(dir: &Path, rows: &[Row]) -> Result<(), EvalError> {
             f(g.names_topic, 3),
         );
     }
-    let mut boosts: Vec<(String, String)> = rows.iter().map(|r| (short(&r.model), r.copy_boost.map_or("not recorded".into(), |c| format!("{c}")))).collect();
+    let mut boosts: Vec<(String, String, usize)> =
+        rows.iter().map(|r| (short(&r.model), r.copy_boost.map_or("not recorded".into(), |c| format!("{c}")), r.candidates.unwrap_or(1))).collect();
     boosts.sort();
     boosts.dedup();
-    md += &format!("\nCopy boost of the openers (`--copy-boost`, default each model's own): {}.\n", boosts.iter().map(|(m, c)| format!("{m} {c}")).collect::<Vec<_>>().join(", "));
+    md += &format!(
+        "\nCopy boost and candidates of the openers (`--copy-boost`, `--candidates`; default each model's own): {}.\n",
+        boosts.iter().map(|(m, c, n)| format!("{m} {c}, best of {n}")).collect::<Vec<_>>().join("; ")
+    );
     md += &guard_section(&groups);
     md += "\n## Handoff (seamlessness and latency)\n\n";
     if groups.iter().all(|g| g.handoffs == 0) {

@@ -103,6 +103,10 @@ pub struct Row {
     /// Copy boost the opener ran with; `None` in rows written before it was recorded.
     #[serde(default)]
     pub copy_boost: Option<f32>,
+    /// Openers sampled, the best kept (`ulm_runtime::generate::Candidates`); `None` in rows
+    /// written before it was recorded (one).
+    #[serde(default)]
+    pub candidates: Option<usize>,
     /// The judge's 1–5 score of the full reply.
     pub judge: Option<f64>,
     /// The judge model.

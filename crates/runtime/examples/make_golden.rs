@@ -117,7 +117,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for prompt in ["Hello", "What is the capital of France?", "Ça va? 👍"] {
         let ids = lm.chat_prompt(prompt)?;
         let mut s = Session::new(&lm.model);
-        let opts = GenerateOptions { max_tokens: 24, words: None, sampling: Sampling::greedy(), copy: None };
+        let opts = GenerateOptions { max_tokens: 24, words: None, sampling: Sampling::greedy(), copy: None, candidates: None };
         let g = generate(&lm, &mut s, &ids, &opts, &mut |_| true)?;
         let mut s2 = Session::new(&lm.model);
         let mut seq = ids.clone();

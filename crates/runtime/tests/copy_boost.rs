@@ -16,7 +16,7 @@ fn golden() -> LoadedModel {
 fn run(lm: &LoadedModel, question: &str, copy: Option<CopyBoost>, n: usize) -> (Vec<u32>, String) {
     let mut s = Session::new(&lm.model);
     let prompt = lm.chat_prompt(question).unwrap();
-    let opts = GenerateOptions { max_tokens: n, words: None, sampling: Sampling::greedy(), copy };
+    let opts = GenerateOptions { max_tokens: n, words: None, sampling: Sampling::greedy(), copy, candidates: None };
     let g = generate(lm, &mut s, &prompt, &opts, &mut |_| true).unwrap();
     (g.tokens, g.text)
 }

@@ -35,7 +35,7 @@ fn cases() -> Vec<Case> {
 }
 
 fn greedy(n: usize) -> GenerateOptions {
-    GenerateOptions { max_tokens: n, words: None, sampling: Sampling::greedy(), copy: None }
+    GenerateOptions { max_tokens: n, words: None, sampling: Sampling::greedy(), copy: None, candidates: None }
 }
 
 #[test]
@@ -106,7 +106,7 @@ fn rollback_and_token_by_token_prefill_agree() {
 fn same_seed_same_sample_and_word_stop() {
     let lm = LoadedModel::open(&golden_dir(), Precision::F32, None).unwrap();
     let c = &cases()[0];
-    let opts = GenerateOptions { max_tokens: 20, words: None, sampling: Sampling { temperature: 1.0, top_p: 0.95, seed: 5, ..Sampling::default() }, copy: None };
+    let opts = GenerateOptions { max_tokens: 20, words: None, sampling: Sampling { temperature: 1.0, top_p: 0.95, seed: 5, ..Sampling::default() }, copy: None, candidates: None };
     let run = || generate(&lm, &mut Session::new(&lm.model), &c.prompt_ids, &opts, &mut |_| true).unwrap().tokens;
     assert_eq!(run(), run());
     let other = GenerateOptions { sampling: Sampling { seed: 6, ..opts.sampling.clone() }, ..opts.clone() };

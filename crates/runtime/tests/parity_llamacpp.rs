@@ -86,7 +86,7 @@ fn greedy_tokens_match_llamacpp() {
             logits = lm.model.forward(&mut s, &[their_ids[step]]).unwrap().to_vec();
         }
         // 2. Free-running greedy.
-        let opts = GenerateOptions { max_tokens: STEPS, words: None, sampling: Sampling::greedy(), copy: None };
+        let opts = GenerateOptions { max_tokens: STEPS, words: None, sampling: Sampling::greedy(), copy: None, candidates: None };
         let ours = generate(&lm, &mut Session::new(&lm.model), &ids, &opts, &mut |_| true).unwrap();
         let mut our_ids = ours.tokens.clone();
         if ours.stop == ulm_runtime::generate::StopReason::EndOfTurn && our_ids.len() < their_ids.len() {

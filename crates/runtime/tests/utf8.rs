@@ -51,7 +51,7 @@ fn generated_text_is_always_valid_utf8() {
     let prompt = lm.chat_prompt("Ça va? 👍").unwrap();
     let mut multibyte = 0;
     for seed in 0..SEEDS {
-        let opts = GenerateOptions { max_tokens: STEPS, words: None, sampling: hot(seed), copy: None };
+        let opts = GenerateOptions { max_tokens: STEPS, words: None, sampling: hot(seed), copy: None, candidates: None };
         let g = generate(&lm, &mut Session::new(&lm.model), &prompt, &opts, &mut |_| true).unwrap();
         let bytes = bytes_of(&lm, &g.tokens);
         match std::str::from_utf8(&bytes) {

@@ -213,7 +213,7 @@ pub(crate) async fn handoff(State(st): State<AppState>, body: Result<Bytes, Byte
     let task = tokio::spawn(async move {
         let _permit = permit;
         let mut opener =
-            LocalOpener::with_sessions(edge.lm.clone(), edge.sessions.clone()).template(edge.template).sampling(sampling).copy_boost(edge.copy_boost).gated(state, slot);
+            LocalOpener::with_sessions(edge.lm.clone(), edge.sessions.clone()).template(edge.template).sampling(sampling).copy_boost(edge.copy_boost).candidates(edge.candidates).gated(state, slot);
         let reply = engine
             .run(&mut opener, &conversation, |ev| {
                 if ev != Event::Done {

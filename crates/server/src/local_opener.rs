@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use ulm_handoff::words::ends_sentence;
 use ulm_handoff::{OpenerError, OpenerModel, OpenerOut, Role, Turn};
-use ulm_runtime::generate::{GenerateOptions, LoadedModel, StopReason, generate};
+use ulm_runtime::generate::{Candidates, GenerateOptions, LoadedModel, StopReason, generate};
 use ulm_runtime::copy::CopyBoost;
 use ulm_runtime::sampler::Sampling;
 use ulm_runtime::tokenizer::{ChatMessage, render_chatml, render_chatml_continue};
@@ -51,6 +51,7 @@ pub struct LocalOpener {
     sampling: Sampling,
     max_tokens: usize,
     copy_boost: f32,
+    candidates: usize,
     calls: u64,
     /// The server whose generation slots the model calls take (none: ungated, as in `ulm ask`),
     /// and a slot already taken for the first call.
@@ -72,8 +73,8 @@ impl LocalOpener {
 
     /// An opener over `lm` that takes its sessions from a shared `sessions` pool.
     pub fn with_sessions(lm: LoadedModel, sessions: Arc<SessionPool>) -> Self {
-        let copy_boost = lm.defaults.copy_boost;
-        LocalOpener { lm, sessions, template: false, sampling: Sampling::default(), max_tokens: DEFAULT_MAX_TOKENS, copy_boost, calls: 0, gate: None }
+        let (copy_boost, candidates) = (lm.defaults.copy_boost, lm.defaults.candidates_or(None));
+        LocalOpener { lm, sessions, template: false, sampling: Sampling::default(), max_tokens: DEFAULT_MAX_TOKENS, copy_boost, candidates, calls: 0, gate: None }
     }
 
     /// Use the model's own chat template instead of plain ChatML with no system turn.
@@ -93,6 +94,14 @@ impl LocalOpener {
     /// (`generation_config.json`, [`ulm_runtime::generate::ModelDefaults`]; 0 without one).
     pub fn copy_boost(mut self, strength: f32) -> Self {
         self.copy_boost = strength;
+        self
+    }
+
+    /// Sample this many openers and keep the best ([`ulm_runtime::generate::Candidates`]: names
+    /// the topic, most probable; 1: the first, streamed token by token). Default: the model's
+    /// own (`generation_config.json`; 1 without one).
+    pub fn candidates(mut self, n: usize) -> Self {
+        self.candidates = n.max(1);
         self
     }
 
@@ -238,7 +247,8 @@ impl OpenerModel for LocalOpener {
         let prompt = self.prompt(conversation, None, self.max_tokens)?;
         let question = conversation.iter().rev().find(|t| t.role == Role::User).map_or("", |t| t.content.as_str());
         let copy = CopyBoost::optional(&self.lm.tokenizer, question, self.copy_boost).map_err(err)?;
-        let opts = GenerateOptions { max_tokens: self.max_tokens, words: Some(words.max(1)), sampling: self.next_sampling(), copy };
+        let candidates = Candidates::optional(question, self.candidates);
+        let opts = GenerateOptions { max_tokens: self.max_tokens, words: Some(words.max(1)), sampling: self.next_sampling(), copy, candidates };
         let mut text = String::new();
         let g = self.run(&prompt, &opts, &mut |p| {
             text.push_str(p);
@@ -257,7 +267,7 @@ impl OpenerModel for LocalOpener {
         }
         let max_tokens = 4 * max_words + 8;
         let prompt = self.prompt(conversation, Some(so_far), max_tokens)?;
-        let opts = GenerateOptions { max_tokens, words: Some(max_words), sampling: self.next_sampling(), copy: None };
+        let opts = GenerateOptions { max_tokens, words: Some(max_words), sampling: self.next_sampling(), copy: None, candidates: None };
         let mut finish = SentenceEnd::default();
         self.run(&prompt, &opts, &mut |p| finish.push(p, on_piece))?;
         finish.flush(on_piece);
@@ -359,6 +369,31 @@ mod tests {
         let (plain, boosted) = (write(0.0), write(100.0));
         assert!(!plain.contains("volcano"), "{plain:?}");
         assert!(boosted.trim_start().starts_with("volcano") && !boosted.contains("harbour"), "{boosted:?}");
+    }
+
+    #[test]
+    fn candidates_choose_among_the_seeds_openers_against_the_last_user_turn() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/data/golden");
+        let lm = LoadedModel::open(&dir, ulm_runtime::Precision::F32, None).unwrap();
+        let conversation = [Turn::user("Tell me about the harbour."), Turn::assistant("Sure."), Turn::user("Tell me about the volcano.")];
+        let write = |seed: u64, n: usize| {
+            // Hot sampling and a strong boost: some of the golden model's openers spell "volca…".
+            let hot = Sampling { temperature: 1.2, top_p: 1.0, seed, ..Sampling::default() };
+            let mut o = LocalOpener::new(lm.clone()).sampling(hot).copy_boost(9.0).max_tokens(24).candidates(n);
+            let mut pieces = Vec::new();
+            let text = o.write_opener(&conversation, 4, &mut |p| pieces.push(p.to_string())).unwrap().text;
+            (text, pieces.len())
+        };
+        let mut chose_another = 0;
+        for seed in 0..8 {
+            let singles: Vec<String> = (0..4).map(|k| write(seed + k, 1).0).collect();
+            let (best, pieces) = write(seed, 4);
+            assert!(singles.contains(&best) && pieces == 1, "seed {seed}: {best:?} ({pieces} pieces) among {singles:?}");
+            let named = |t: &str| ulm_runtime::copy::names_topic("Tell me about the volcano.", t);
+            assert_eq!(named(&best), singles.iter().any(|t| named(t)), "seed {seed}: {best:?} among {singles:?}");
+            chose_another += usize::from(best != singles[0]);
+        }
+        assert!(chose_another > 0);
     }
 
     fn run(pieces: &[&str]) -> (String, Vec<String>) {

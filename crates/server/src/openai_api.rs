@@ -112,7 +112,7 @@ fn options(st: &AppState, c: Common<'_>) -> Result<(GenerateOptions, Vec<String>
         seed,
         ..Sampling::default()
     };
-    Ok((GenerateOptions { max_tokens: max_tokens as usize, words: None, sampling, copy: None }, stop))
+    Ok((GenerateOptions { max_tokens: max_tokens as usize, words: None, sampling, copy: None, candidates: None }, stop))
 }
 
 fn check_prompt(st: &AppState, model: &ServedModel, ids: &[u32]) -> Result<(), ApiError> {

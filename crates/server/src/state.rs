@@ -198,6 +198,9 @@ pub struct ServedModel {
     /// model's own by default; see
     /// [`crate::local_opener::LocalOpener::copy_boost`]).
     pub copy_boost: f32,
+    /// Openers sampled per demo reply, the best kept (1 = off; the model's own by default; see
+    /// [`crate::local_opener::LocalOpener::candidates`]).
+    pub candidates: usize,
     /// Idle sessions (the prompt cache).
     pub sessions: Arc<SessionPool>,
     /// The model's decode loop when batching is on (started by [`AppState::new`]).
@@ -214,8 +217,8 @@ impl ServedModel {
     /// `lm` served as `id`, plain ChatML (its session pool is sized by [`AppState::new`]).
     pub fn new(id: impl Into<String>, lm: LoadedModel) -> Self {
         let sessions = Arc::new(SessionPool::new(&lm.model, DEFAULT_SLOTS, 1));
-        let copy_boost = lm.defaults.copy_boost;
-        ServedModel { id: id.into(), aliases: Vec::new(), lm, template: false, copy_boost, sessions, batcher: None }
+        let (copy_boost, candidates) = (lm.defaults.copy_boost, lm.defaults.candidates_or(None));
+        ServedModel { id: id.into(), aliases: Vec::new(), lm, template: false, copy_boost, candidates, sessions, batcher: None }
     }
 
     /// Also answer to `alias`.
@@ -234,6 +237,13 @@ impl ServedModel {
     /// default: the model's own, from its `generation_config.json`).
     pub fn copy_boost(mut self, strength: f32) -> Self {
         self.copy_boost = strength;
+        self
+    }
+
+    /// Sample this many openers for the demo and keep the best (1 = off; default: the model's
+    /// own, from its `generation_config.json`).
+    pub fn candidates(mut self, n: usize) -> Self {
+        self.candidates = n.max(1);
         self
     }
 

@@ -281,7 +281,7 @@ fn literal_chatml_ids(lm: &LoadedModel, content: &str) -> Vec<u32> {
 
 fn greedy_text(lm: &LoadedModel, prompt: &[u32], n: usize) -> String {
     let mut session = Session::new(&lm.model);
-    let opts = GenerateOptions { max_tokens: n, words: None, sampling: Sampling::greedy(), copy: None };
+    let opts = GenerateOptions { max_tokens: n, words: None, sampling: Sampling::greedy(), copy: None, candidates: None };
     let mut text = String::new();
     generate(lm, &mut session, prompt, &opts, &mut |p| {
         text.push_str(p.text);

@@ -1,0 +1,98 @@
+//! Best of several openers (`GenerateOptions::candidates`) on the tiny golden model: the chosen
+//! reply is one of the replies the same seeds give one by one, an opener that names the topic
+//! beats one that does not, then one that does not repeat itself, among equals the most
+//! probable wins, it arrives in one piece, and
+//! the session left behind still gives the same replies as a fresh one.
+
+use std::path::PathBuf;
+
+use ulm_runtime::copy::{CopyBoost, names_topic};
+use ulm_runtime::generate::{Candidates, GenerateOptions, Generation, LoadedModel, generate, repeats_a_pair};
+use ulm_runtime::sampler::Sampling;
+use ulm_runtime::{Precision, Session};
+
+fn golden() -> LoadedModel {
+    LoadedModel::open(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden"), Precision::F32, None).unwrap()
+}
+
+const Q: &str = "Tell me about the volcano.";
+
+fn opts(lm: &LoadedModel, seed: u64, candidates: Option<Candidates>) -> GenerateOptions {
+    GenerateOptions {
+        max_tokens: 24,
+        words: Some(4),
+        sampling: Sampling { temperature: 1.2, top_p: 1.0, seed, ..Sampling::default() },
+        // The golden model's random weights write letters, not words: at this strength some of
+        // its replies spell "volca…" and some do not.
+        copy: Some(CopyBoost::new(&lm.tokenizer, Q, 9.0).unwrap()),
+        candidates,
+    }
+}
+
+fn run(lm: &LoadedModel, s: &mut Session, o: &GenerateOptions) -> (Generation, Vec<String>) {
+    let prompt = lm.chat_prompt(Q).unwrap();
+    let mut pieces = Vec::new();
+    let g = generate(lm, s, &prompt, o, &mut |p| {
+        pieces.push(p.text.to_string());
+        true
+    })
+    .unwrap();
+    (g, pieces)
+}
+
+fn mean(g: &Generation) -> f32 {
+    g.logprobs.iter().sum::<f32>() / g.logprobs.len().max(1) as f32
+}
+
+#[test]
+fn the_best_of_n_names_the_topic_first_then_is_the_most_probable() {
+    let lm = golden();
+    let n = 4;
+    let (mut topic_won, mut probability_won) = (0, 0);
+    for seed in 0..24u64 {
+        // The same seeds one by one, each from a fresh session.
+        let singles: Vec<Generation> = (0..n as u64).map(|k| run(&lm, &mut Session::new(&lm.model), &opts(&lm, seed + k, None)).0).collect();
+        let (best, pieces) = run(&lm, &mut Session::new(&lm.model), &opts(&lm, seed, Candidates::optional(Q, n)));
+        assert_eq!(pieces.concat(), best.text, "seed {seed}: the chosen opener is what was streamed");
+        assert!(pieces.len() <= 1, "seed {seed}: one piece, not a stream: {pieces:?}");
+        let same = singles.iter().find(|g| g.tokens == best.tokens).unwrap_or_else(|| panic!("seed {seed}: {:?} is not one of the candidates", best.text));
+        assert_eq!(same.text, best.text);
+
+        let named: Vec<bool> = singles.iter().map(|g| names_topic(Q, &g.text)).collect();
+        let best_named = names_topic(Q, &best.text);
+        assert_eq!(best_named, named.iter().any(|&t| t), "seed {seed}: a candidate naming the topic wins if there is one");
+        let loops = |g: &Generation| repeats_a_pair(&g.text);
+        let peers: Vec<&Generation> = singles.iter().zip(&named).filter(|&(_, &t)| t == best_named).map(|(g, _)| g).collect();
+        assert_eq!(loops(&best), peers.iter().all(|g| loops(g)), "seed {seed}: then one that does not repeat itself");
+        for g in peers {
+            if loops(g) == loops(&best) {
+                assert!(mean(g) <= mean(&best) + 1e-6, "seed {seed}: {:?} ({}) beats the chosen {:?} ({})", g.text, mean(g), best.text, mean(&best));
+            }
+        }
+        topic_won += usize::from(best_named && !named[0]);
+        probability_won += usize::from(named.iter().all(|&t| t == named[0]) && best.tokens != singles[0].tokens);
+    }
+    // Both rules decided something in these seeds (else the test above checks nothing).
+    assert!(topic_won > 0 && probability_won > 0, "topic decided {topic_won}, probability {probability_won}");
+}
+
+#[test]
+fn one_candidate_is_the_plain_stream_and_the_session_stays_usable() {
+    let lm = golden();
+    assert_eq!(Candidates::optional(Q, 1), None);
+    assert_eq!(Candidates::new(Q, 0).n, 1);
+    assert_eq!(Candidates::new(Q, 1000).n, Candidates::MAX);
+
+    let (plain, plain_pieces) = run(&lm, &mut Session::new(&lm.model), &opts(&lm, 7, None));
+    let (one, _) = run(&lm, &mut Session::new(&lm.model), &opts(&lm, 7, Some(Candidates::new(Q, 1))));
+    assert_eq!(plain.tokens, one.tokens);
+    assert!(plain_pieces.len() > 1, "without a choice the opener streams: {plain_pieces:?}");
+
+    // A session that just chose among candidates answers the next request as a fresh one does.
+    let mut s = Session::new(&lm.model);
+    run(&lm, &mut s, &opts(&lm, 3, Candidates::optional(Q, 5)));
+    let (again, _) = run(&lm, &mut s, &opts(&lm, 11, None));
+    let (fresh, _) = run(&lm, &mut Session::new(&lm.model), &opts(&lm, 11, None));
+    assert_eq!(again.tokens, fresh.tokens);
+    assert_eq!(again.prompt_tokens, 1, "the prompt was fed once; only its last token again");
+}
