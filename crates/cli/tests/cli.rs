@@ -91,13 +91,19 @@ fn bad_input_gets_one_line_errors_that_say_what_to_do() {
     assert!(!out.status.success() && String::from_utf8(out.stderr).unwrap().contains("--bogus-flag"));
 }
 
-#[test]
-fn a_model_folder_sets_its_own_copy_boost_and_the_flag_overrides_it() {
-    let dir = std::env::temp_dir().join(format!("ulm-cli-defaults-{}", std::process::id()));
+/// A copy of the golden model folder (without a generation_config.json) under a fresh name.
+fn golden_copy(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ulm-cli-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"] {
         std::fs::copy(golden().join(f), dir.join(f)).unwrap();
     }
+    dir
+}
+
+#[test]
+fn a_model_folder_sets_its_own_copy_boost_and_the_flag_overrides_it() {
+    let dir = golden_copy("defaults");
     let say = |model: &std::path::Path, extra: &[&str]| -> String {
         let out = ulm()
             .args(["generate", "--model", model.to_str().unwrap(), "--temperature", "0", "--max-tokens", "12"])
@@ -125,11 +131,7 @@ fn a_model_folder_sets_its_own_copy_boost_and_the_flag_overrides_it() {
 
 #[test]
 fn candidates_pick_one_of_the_seeds_replies_from_the_flag_or_the_folder() {
-    let dir = std::env::temp_dir().join(format!("ulm-cli-candidates-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"] {
-        std::fs::copy(golden().join(f), dir.join(f)).unwrap();
-    }
+    let dir = golden_copy("candidates");
     // Hot sampling with a strong boost: the golden model's replies differ from seed to seed,
     // some spelling "volca…" and some not (crates/runtime/tests/candidates.rs).
     let say = |model: &std::path::Path, seed: u64, extra: &[&str]| -> String {
