@@ -86,6 +86,10 @@ pub struct Args {
     /// its first eight words this many times (1 = once).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
     topic_repeat: u16,
+    /// Leave out a distilled first answer that does not name the question's topic when the
+    /// prompt, asked again (`ulm distill --redo`), got one that does.
+    #[arg(long)]
+    drop_superseded: bool,
     #[command(flatten)]
     inputs: Inputs,
 }
@@ -120,6 +124,7 @@ pub fn run(a: Args) -> Result<()> {
     settings.opener_reply_words = a.opener_words;
     settings.opener_drop_generic = a.drop_generic;
     settings.opener_topic_repeat = usize::from(a.topic_repeat);
+    settings.drop_superseded = a.drop_superseded;
     let out = a.out.clone().unwrap_or_else(|| Path::new("runs/data").join(stage.name()));
     let t0 = std::time::Instant::now();
     let corpus = load_corpus(&a.inputs, &settings)?;

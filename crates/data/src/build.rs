@@ -33,7 +33,7 @@ use serde::Serialize;
 use ulm_runtime::copy::names_topic;
 
 use crate::clean::dedup_key;
-use crate::distilled::{Finish, Pair, Verdict};
+use crate::distilled::{Finish, Pair, Verdict, prompt_id};
 use crate::render::{Renderer, Stage, Tokens};
 use crate::shards::{Manifest, ShardWriter, SourceStats};
 use crate::sources::{Body, Document, Role, SOURCES, SourceInfo, Turn};
@@ -81,6 +81,9 @@ pub struct Settings {
     /// words ([`ulm_runtime::copy::names_topic`]) is written this many times (1 = once): the mix
     /// leans toward openers that say what was asked instead of a stock phrase.
     pub opener_topic_repeat: usize,
+    /// Leave out a distilled first answer whose first eight words do not name the question's
+    /// topic when the same prompt asked again (`<id>#redo`, `ulm distill --redo`) got one that does.
+    pub drop_superseded: bool,
 }
 
 /// The teacher's stock openers (first words, lower case): about 2,000 of the 23,553 distilled
@@ -128,6 +131,7 @@ impl Settings {
             opener_wordnet_per_mille: 150,
             opener_drop_generic: false,
             opener_topic_repeat: 1,
+            drop_superseded: false,
         }
     }
 }
@@ -203,9 +207,19 @@ pub fn assemble(docs: Vec<Document>, pairs: Vec<Pair>, eval_prompts: &[String], 
     let mut pairs: Vec<Pair> = pairs.into_iter().map(Pair::normalized).collect();
     pairs.sort_by(|a, b| a.id.cmp(&b.id));
     pairs.dedup_by(|a, b| a.id == b.id); // a record both packed and in the working file
+    let on_topic = |p: &Pair| names_topic(&p.prompt, &first_words(&p.reply, 8).0);
+    let better_again: HashSet<String> = if s.drop_superseded {
+        pairs.iter().filter(|p| p.id.contains('#') && on_topic(p)).map(|p| prompt_id(&p.id).to_string()).collect()
+    } else {
+        HashSet::new()
+    };
     for p in pairs {
         let st = entry(&mut stats, DISTILLED.name);
         st.read += 1;
+        if !p.id.contains('#') && better_again.contains(&p.id) && !on_topic(&p) {
+            *st.dropped_filter.entry("superseded".into()).or_default() += 1;
+            continue;
+        }
         match p.verdict() {
             Verdict::Keep => {}
             Verdict::Empty => {
@@ -669,6 +683,28 @@ mod tests {
         assert_eq!(ids.len(), units.len(), "each copy has its own id (the shuffle orders by id)");
         s.opener_topic_repeat = 1;
         assert_eq!(corpus.units.iter().flat_map(|u| stage_units(u, &s)).count(), 3);
+    }
+
+    #[test]
+    fn a_first_answer_off_topic_gives_way_to_an_answer_asked_again_on_topic() {
+        let pair = |id: &str, reply: &str| Pair { id: id.into(), source: "chitchat".into(), prompt: "What is a volcano?".into(), reply: reply.into(), finish: Finish::Stop };
+        let pairs = vec![
+            pair("a", "I like many mountains."),
+            pair("a#redo", "A volcano is a mountain that opens to the magma below."),
+            pair("b", "I like tall hills."),
+            pair("b#redo", "Mountains are tall."), // asked again, still off topic: both stay
+            pair("c", "A volcano erupts."),
+            pair("c#redo", "Volcanoes are mountains."), // the first was on topic already: both stay
+        ];
+        let mut s = Settings::for_stage(Stage::Sft);
+        let ids = |s: &Settings| -> Vec<String> { assemble(Vec::new(), pairs.clone(), &[], s).units.into_iter().map(|u| u.id).collect() };
+        assert_eq!(ids(&s).len(), 6);
+        s.drop_superseded = true;
+        let kept = ids(&s);
+        assert!(!kept.contains(&"a".to_string()) && kept.len() == 5, "{kept:?}");
+        let corpus = assemble(Vec::new(), pairs.clone(), &[], &s);
+        let st = corpus.stats.iter().find(|st| st.name == DISTILLED.name).unwrap();
+        assert_eq!(st.dropped_filter.get("superseded"), Some(&1));
     }
 
     /// Decodes every document of a split back to text (documents end with `<|endoftext|>`).
