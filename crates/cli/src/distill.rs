@@ -123,10 +123,7 @@ impl Redo {
     fn wants(self, prompt: &str, reply: &str) -> bool {
         match self {
             Redo::Generic => ulm_data::build::is_generic_opener(reply),
-            Redo::OffTopic => {
-                let opener: String = reply.split_whitespace().take(8).collect::<Vec<_>>().join(" ");
-                !ulm_runtime::copy::content_words(prompt).is_empty() && !ulm_runtime::copy::names_topic(prompt, &opener)
-            }
+            Redo::OffTopic => !ulm_runtime::copy::content_words(prompt).is_empty() && !ulm_data::build::reply_names_topic(prompt, reply),
         }
     }
 }
@@ -306,9 +303,8 @@ async fn ask(client: &reqwest::Client, a: &Args, p: Prompt) -> Result<Record> {
         let ans = ask_once(client, a, &p, seed).await?;
         n_tokens += ans.n_tokens;
         tries += 1;
-        let opener: String = ans.text.split_whitespace().take(8).collect::<Vec<_>>().join(" ");
         let stock = ulm_data::build::is_generic_opener(&ans.text);
-        let on_topic = !stock && ulm_runtime::copy::names_topic(&p.text, &opener);
+        let on_topic = !stock && ulm_data::build::reply_names_topic(&p.text, &ans.text);
         // Keep the first answer that names the topic; failing that, the first that is not a
         // stock phrase; failing that, the first.
         let rank = if on_topic { 2 } else { u8::from(!stock) };

@@ -93,7 +93,7 @@ impl SampleArgs {
     /// The best-of-n choice for a reply to `question`: the flag, else the model's default when
     /// the reply is an opener (--words); `None` for one reply.
     pub fn candidates(&self, lm: &ulm_runtime::generate::LoadedModel, question: &str) -> Option<ulm_runtime::generate::Candidates> {
-        let n = self.candidates.or(if self.words.is_some() { Some(lm.defaults.candidates_or(None)) } else { None })?;
+        let n = self.candidates.or_else(|| self.words.map(|_| lm.defaults.candidates_or(None)))?;
         ulm_runtime::generate::Candidates::optional(question, n)
     }
 }

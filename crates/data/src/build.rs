@@ -97,6 +97,13 @@ pub fn is_generic_opener(reply: &str) -> bool {
     GENERIC_OPENERS.iter().any(|g| head.starts_with(g))
 }
 
+/// True if the first eight words of `reply` name the topic of `prompt`
+/// ([`ulm_runtime::copy::names_topic`]): the test the openers mix, `ulm distill --tries` and
+/// `--redo off-topic` share.
+pub fn reply_names_topic(prompt: &str, reply: &str) -> bool {
+    names_topic(prompt, &first_words(reply, 8).0)
+}
+
 /// What the `sft` stage trains on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -207,7 +214,7 @@ pub fn assemble(docs: Vec<Document>, pairs: Vec<Pair>, eval_prompts: &[String], 
     let mut pairs: Vec<Pair> = pairs.into_iter().map(Pair::normalized).collect();
     pairs.sort_by(|a, b| a.id.cmp(&b.id));
     pairs.dedup_by(|a, b| a.id == b.id); // a record both packed and in the working file
-    let on_topic = |p: &Pair| names_topic(&p.prompt, &first_words(&p.reply, 8).0);
+    let on_topic = |p: &Pair| reply_names_topic(&p.prompt, &p.reply);
     let better_again: HashSet<String> = if s.drop_superseded {
         pairs.iter().filter(|p| p.id.contains('#') && on_topic(p)).map(|p| prompt_id(&p.id).to_string()).collect()
     } else {
@@ -336,7 +343,7 @@ fn sft_openers(u: &Unit, s: &Settings) -> Vec<Unit> {
                 }
                 let (text, cut) = first_words(&reply.text, s.opener_reply_words);
                 let last = i + 2 == turns.len();
-                let copies = if u.split == Split::Train && names_topic(&ask.text, &first_words(&text, 8).0) {
+                let copies = if u.split == Split::Train && reply_names_topic(&ask.text, &text) {
                     s.opener_topic_repeat.max(1)
                 } else {
                     1
