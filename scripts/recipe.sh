@@ -2,7 +2,7 @@
 # Retrain a shipped μLM through the stages its weights went through, resumable: re-run the same
 # command after a kill and every stage continues from its last checkpoint (finished stages are
 # skipped, each starts from the previous stage's checkpoint).
-#   scripts/recipe.sh ulm-8m  [RUNS_DIR]    # default runs/recipe-ulm-8m;  ≈ 27M tokens, ≈ 2.3 h at 3,300 tok/s
+#   scripts/recipe.sh ulm-8m  [RUNS_DIR]    # default runs/recipe-ulm-8m;  ≈ 37M tokens, ≈ 3.1 h at 3,300 tok/s
 #   scripts/recipe.sh ulm-30m [RUNS_DIR]    # default runs/recipe-ulm-30m; ≈ 16M tokens, ≈ 3 h at 1,500 tok/s
 # Stages (4,096 tokens per step; steps and learning rates are those of docs/models/<model>.md):
 #   1 lm       language modelling on everything, from scratch
@@ -12,7 +12,10 @@
 #   5 topic    openers SFT, exchanges whose reply names the question's topic written 3 times
 #   6 nogen    as 5, without the distilled replies that open with the teacher's stock phrases (the
 #              corpus now also holds those prompts asked again, corpus/distill part-005, which the
-#              ulm-8m weights did not see; ulm-30m's did)
+#              ulm-8m weights of session 8 did not see; ulm-30m's did)
+#   7 lm3      (ulm-8m only) language modelling a third time, on today's corpus (parts 000-006)
+#   8 super    (ulm-8m only) as 6, also without a first reply that is off topic when the same
+#              prompt asked again got one on topic (--drop-superseded, part-006)
 # The export gets the shipped model's generation_config.json (its default copy boost and candidates).
 # Environment: THREADS (default 2), SCALE (multiplies every stage's steps, default 1; 0.005 for a
 # smoke run), ULM (default target/release/ulm). The data are today's `ulm data` output, so the
@@ -32,7 +35,9 @@ chats chats 641 5e-4 50
 openers openers 1600 5e-4 30
 lm2 lm 2000 6e-4 50
 topic topic 1200 3e-4 20
-nogen nogen 600 2e-4 20" ;;
+nogen nogen 600 2e-4 20
+lm3 lm 1600 5e-4 50
+super super 800 3e-4 20" ;;
   ulm-30m) preset=micro_30m; plan="lm lm 600 1e-3 60
 chats chats 240 5e-4 30
 openers openers 700 4e-4 30
@@ -48,6 +53,7 @@ declare -A data_args=(
   [openers]="--stage sft --mix openers"
   [topic]="--stage sft --mix openers --topic-repeat 3"
   [nogen]="--stage sft --mix openers --topic-repeat 3 --drop-generic"
+  [super]="--stage sft --mix openers --topic-repeat 3 --drop-generic --drop-superseded"
 )
 [ -x "$ulm" ] || { echo "$ulm is missing: cargo build --release -p ulm" >&2; exit 1; }
 mkdir -p "$runs"
