@@ -31,9 +31,10 @@ pub struct Inputs {
     /// Folder filled by scripts/fetch-assets.sh.
     #[arg(long, default_value = "assets")]
     pub assets: PathBuf,
-    /// Folder of packed distilled records (`*.jsonl.gz`).
-    #[arg(long, default_value = "corpus/distill")]
-    pub distill_corpus: PathBuf,
+    /// Folder of packed distilled records (`*.jsonl.gz`); repeat the flag for several
+    /// (`--distill-corpus corpus/distill --distill-corpus corpus/student`).
+    #[arg(long, default_values = ["corpus/distill"])]
+    pub distill_corpus: Vec<PathBuf>,
     /// Working file of `ulm distill` (may be growing; a partial last line is skipped).
     #[arg(long, default_value = "runs/distill/smollm2.jsonl")]
     pub distill_working: PathBuf,
@@ -90,6 +91,10 @@ pub struct Args {
     /// prompt, asked again (`ulm distill --redo`), got one that does.
     #[arg(long)]
     drop_superseded: bool,
+    /// With --mix openers: write each train exchange of the student's own openers
+    /// (`ulm distill --student`, ids `<id>#student`) this many times, instead of --topic-repeat.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    student_repeat: u16,
     #[command(flatten)]
     inputs: Inputs,
 }
@@ -125,6 +130,7 @@ pub fn run(a: Args) -> Result<()> {
     settings.opener_drop_generic = a.drop_generic;
     settings.opener_topic_repeat = usize::from(a.topic_repeat);
     settings.drop_superseded = a.drop_superseded;
+    settings.opener_student_repeat = usize::from(a.student_repeat);
     let out = a.out.clone().unwrap_or_else(|| Path::new("runs/data").join(stage.name()));
     let t0 = std::time::Instant::now();
     let corpus = load_corpus(&a.inputs, &settings)?;
@@ -146,8 +152,15 @@ fn build_dev_set(assets: &Path) -> Result<Vec<ulm_data::eval::EvalPrompt>> {
 /// Every source and distilled pair, cleaned and deduplicated, with the dev prompts removed.
 pub fn load_corpus(inputs: &Inputs, settings: &Settings) -> Result<Corpus> {
     let docs = sources::load_all(&inputs.assets)?;
-    let records = distill::read_records(&inputs.distill_corpus, &inputs.distill_working)
-        .with_context(|| format!("reading distilled records from {} and {}", inputs.distill_corpus.display(), inputs.distill_working.display()))?;
+    let mut records = Vec::new();
+    for (i, corpus) in inputs.distill_corpus.iter().enumerate() {
+        // The working file once, with the first folder.
+        let working = if i == 0 { inputs.distill_working.as_path() } else { Path::new("/nonexistent") };
+        records.extend(
+            distill::read_records(corpus, working)
+                .with_context(|| format!("reading distilled records from {} and {}", corpus.display(), working.display()))?,
+        );
+    }
     let pairs: Vec<Pair> = records
         .into_iter()
         .map(|r| Pair { finish: Finish::parse(&r.finish), id: r.id, source: r.source, prompt: r.prompt, reply: r.reply })

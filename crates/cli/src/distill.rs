@@ -10,6 +10,8 @@
 //! ulm distill --redo generic --tries 4 --system "Answer the question directly."
 //! # … or every prompt whose reply's first eight words do not name the question's topic:
 //! ulm distill --redo off-topic --tries 4
+//! # on-policy: the μLM writes 8 openers, the teacher as a scorer keeps the one it likes best
+//! ulm distill --student models/ulm-8m --scorer smollm2 --candidates 8 --out runs/distill/student.jsonl
 //! ```
 //! The output is append-only JSON lines, flushed per record: a killed run loses at most the
 //! requests in flight, and a restart skips every prompt already answered (in the working file
@@ -26,6 +28,8 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use ulm_data::prompts::{Prompt, distill_prompts};
 use ulm_data::{Split, sources};
+
+mod student;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -81,6 +85,29 @@ pub struct Args {
     /// Print the prompt set as JSON lines and exit.
     #[arg(long)]
     print_prompts: bool,
+    /// On-policy distillation instead of asking a teacher server: this μLM (folder or name)
+    /// writes `--candidates` openers to each prompt and `--scorer` keeps one ([`student`]).
+    #[arg(long)]
+    student: Option<String>,
+    /// With --student: the model that judges the openers (the teacher; folder, file or name).
+    #[arg(long, default_value = "smollm2")]
+    scorer: String,
+    /// With --student: openers sampled per prompt.
+    #[arg(long, default_value_t = 8)]
+    candidates: u32,
+    /// With --student: words per opener.
+    #[arg(long, default_value_t = 8)]
+    words: usize,
+    /// With --student: copy boost of the sampling (default: the student's own).
+    #[arg(long)]
+    copy_boost: Option<f32>,
+    /// With --student: a prompt whose best opener has a lower mean log-likelihood under the
+    /// scorer (nats per token) gets an empty reply, which `ulm data` drops.
+    #[arg(long, default_value_t = -3.5, allow_negative_numbers = true)]
+    min_ll: f64,
+    /// With --student: only the prompts of shard K of N (`0/2`, `1/2`: one process per core).
+    #[arg(long)]
+    shard: Option<String>,
 }
 
 /// One teacher reply with its provenance.
@@ -104,9 +131,12 @@ pub struct Record {
     /// The system message the teacher was given, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
-    /// How many replies were drawn to find this one (`--tries`; absent: one).
+    /// How many replies were drawn to find this one (`--tries`, `--candidates`; absent: one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tries: Option<u32>,
+    /// With `--student`: the kept opener's mean log-likelihood per token under the scorer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scorer_ll: Option<f64>,
 }
 
 /// Which stored replies `--redo` asks again.
@@ -181,6 +211,9 @@ pub fn run(a: Args) -> Result<()> {
             }
         }
         return Ok(());
+    }
+    if let Some(student) = a.student.clone() {
+        return student::run(a, prompts, &student);
     }
     let records = read_records(&a.corpus, &a.out)?;
     let done: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
@@ -331,6 +364,7 @@ async fn ask(client: &reqwest::Client, a: &Args, p: Prompt) -> Result<Record> {
         ms: t0.elapsed().as_millis() as u64,
         system: a.system.clone(),
         tries: (tries > 1).then_some(tries),
+        scorer_ll: None,
     })
 }
 

@@ -133,3 +133,59 @@ fn distill_appends_resumes_packs_and_redoes_stock_replies() {
     assert_eq!(all, got.union(&want_off).cloned().collect::<HashSet<_>>());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `ulm distill --student`: the shipped ulm-8m writes three openers per prompt and SmolLM2 (the
+/// teacher, as a scorer) keeps one. Records carry the `#student` id, the scorer's mean
+/// log-likelihood and at most eight words; the two shards split the prompts; a second run resumes.
+#[test]
+fn student_openers_scored_by_the_teacher_are_stored_and_resume() {
+    assert!(root().join("assets").exists(), "assets/ is missing: run scripts/fetch-assets.sh (scripts/test.sh does)");
+    let smol = root().join("assets/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(smol.exists(), "{} missing: run scripts/fetch-assets.sh", smol.display());
+    let dir = std::env::temp_dir().join(format!("ulm-distill-student-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |shard: &str, out: &str, limit: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_ulm"))
+            .current_dir(root())
+            .args(["distill", "--student", "models/ulm-8m", "--scorer", smol.to_str().unwrap(), "--candidates", "3"])
+            .args(["--shard", shard, "--limit", limit, "--min-ll", "-99"])
+            .args(["--out", dir.join(out).to_str().unwrap(), "--corpus", dir.join("corpus").to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success(), "ulm distill --student failed: {err}");
+        err
+    };
+    run("0/2", "a.jsonl", "3");
+    run("1/2", "b.jsonl", "3");
+    let (a, b) = (records(&dir.join("a.jsonl")), records(&dir.join("b.jsonl")));
+    assert_eq!((a.len(), b.len()), (3, 3));
+    for r in a.iter().chain(&b) {
+        let id = r["id"].as_str().unwrap();
+        assert!(id.ends_with("#student"), "{r}");
+        let reply = r["reply"].as_str().unwrap();
+        assert!(!reply.is_empty() && reply.split_whitespace().count() <= 8, "{r}");
+        let ll = r["scorer_ll"].as_f64().unwrap();
+        assert!(ll < 0.0 && ll > -20.0, "a mean log-likelihood per token: {r}");
+        assert_eq!(r["tries"].as_u64(), Some(3), "{r}");
+        assert!(r["teacher"].as_str().unwrap().contains("best of 3"), "{r}");
+    }
+    let ids = |v: &[Value]| v.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect::<HashSet<_>>();
+    assert!(ids(&a).is_disjoint(&ids(&b)), "the shards share no prompt");
+    // Resume: two more in shard 0, none of the first three again.
+    run("0/2", "a.jsonl", "2");
+    let again = records(&dir.join("a.jsonl"));
+    assert_eq!(again.len(), 5);
+    assert_eq!(ids(&again).len(), 5);
+    // A scorer that does not exist is named in the error.
+    let o = Command::new(env!("CARGO_BIN_EXE_ulm"))
+        .current_dir(root())
+        .args(["distill", "--student", "models/ulm-8m", "--scorer", "no-such-model", "--limit", "1"])
+        .args(["--out", dir.join("c.jsonl").to_str().unwrap(), "--corpus", dir.join("corpus").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("no-such-model"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

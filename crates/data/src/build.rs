@@ -33,7 +33,7 @@ use serde::Serialize;
 use ulm_runtime::copy::names_topic;
 
 use crate::clean::dedup_key;
-use crate::distilled::{Finish, Pair, Verdict, prompt_id};
+use crate::distilled::{Finish, Pair, STUDENT_SUFFIX, Verdict, prompt_id};
 use crate::render::{Renderer, Stage, Tokens};
 use crate::shards::{Manifest, ShardWriter, SourceStats};
 use crate::sources::{Body, Document, Role, SOURCES, SourceInfo, Turn};
@@ -84,6 +84,9 @@ pub struct Settings {
     /// Leave out a distilled first answer whose first eight words do not name the question's
     /// topic when the same prompt asked again (`<id>#redo`, `ulm distill --redo`) got one that does.
     pub drop_superseded: bool,
+    /// `sft` openers: a train exchange of the student's own openers (`ulm distill --student`,
+    /// ids `<id>#student`) is written this many times, in place of `opener_topic_repeat`.
+    pub opener_student_repeat: usize,
 }
 
 /// The teacher's stock openers (first words, lower case): about 2,000 of the 23,553 distilled
@@ -138,6 +141,7 @@ impl Settings {
             opener_wordnet_per_mille: 150,
             opener_drop_generic: false,
             opener_topic_repeat: 1,
+            opener_student_repeat: 1,
             drop_superseded: false,
         }
     }
@@ -343,7 +347,11 @@ fn sft_openers(u: &Unit, s: &Settings) -> Vec<Unit> {
                 }
                 let (text, cut) = first_words(&reply.text, s.opener_reply_words);
                 let last = i + 2 == turns.len();
-                let copies = if u.split == Split::Train && reply_names_topic(&ask.text, &text) {
+                let copies = if u.split != Split::Train {
+                    1
+                } else if u.id.ends_with(STUDENT_SUFFIX) {
+                    s.opener_student_repeat.max(1)
+                } else if reply_names_topic(&ask.text, &text) {
                     s.opener_topic_repeat.max(1)
                 } else {
                     1
@@ -690,6 +698,26 @@ mod tests {
         assert_eq!(ids.len(), units.len(), "each copy has its own id (the shuffle orders by id)");
         s.opener_topic_repeat = 1;
         assert_eq!(corpus.units.iter().flat_map(|u| stage_units(u, &s)).count(), 3);
+    }
+
+    #[test]
+    fn the_students_own_openers_have_their_own_repeat() {
+        let pair = |id: &str, reply: &str| Pair { id: id.into(), source: "chitchat".into(), prompt: "What is a volcano?".into(), reply: reply.into(), finish: Finish::Length };
+        let pairs = vec![
+            pair("v", "A volcano is a mountain that opens to the magma below."),
+            pair("v#student", "A volcano is a mountain that erupts"),
+            pair("w#student", "I like to go hiking in the"), // off topic: the student repeat still applies
+        ];
+        let mut s = Settings::for_stage(Stage::Sft);
+        s.sft_mix = SftMix::Openers;
+        s.opener_topic_repeat = 3;
+        s.opener_student_repeat = 5;
+        let corpus = assemble(Vec::new(), pairs, &[], &s);
+        assert!(corpus.units.iter().all(|u| u.split == Split::Train), "the fixture ids should all land in train");
+        let units: Vec<Unit> = corpus.units.iter().flat_map(|u| stage_units(u, &s)).collect();
+        let count = |id: &str| units.iter().filter(|u| u.id.starts_with(&format!("{id}#")) && u.id.contains("#student") == id.contains("#student")).count();
+        assert_eq!((count("v"), count("v#student"), count("w#student")), (3, 5, 5));
+        assert!(units.iter().all(|u| !u.complete), "an opener cut at eight words has no end of turn");
     }
 
     #[test]

@@ -118,6 +118,10 @@ impl Pair {
     }
 }
 
+/// Suffix of the id of a record written by the student itself (`ulm distill --student`: the
+/// μLM's opener the teacher scored best of several), beside the teacher's own reply.
+pub const STUDENT_SUFFIX: &str = "#student";
+
 /// The prompt id of a record id: `chitchat:abc:0#redo` → `chitchat:abc:0`.
 pub fn prompt_id(id: &str) -> &str {
     id.split_once('#').map_or(id, |(p, _)| p)

@@ -77,6 +77,9 @@ pub struct Score {
 
 /// Scores `text` after the scorer's chat prompt for `prompt` followed by `context`: the sum of
 /// per-token log-probabilities and how many tokens were in the scorer's top-k.
+///
+/// The leading tokens the session already holds are not fed again, so scoring several texts
+/// after the same prompt one after another pays for the prompt once.
 pub fn score(sc: &LoadedModel, s: &mut Session, prompt: &str, context: &str, text: &str, k: usize) -> Result<Score, EvalError> {
     let mut ids = sc.chat_prompt(prompt)?;
     if !context.is_empty() {
@@ -91,14 +94,17 @@ pub fn score(sc: &LoadedModel, s: &mut Session, prompt: &str, context: &str, tex
     if ids.len() > s.max_seq() {
         return Err(EvalError::ContextFull { tokens: ids.len(), ctx: s.max_seq() });
     }
-    s.truncate(0);
+    // Keep what the session holds of the prompt, up to the token whose logits predict the
+    // text's first token: that one is fed again.
+    let reuse = s.common_prefix(&ids).min(start - 1);
+    s.truncate(reuse);
     let mut ll_sum = 0.0f64;
     let mut accepted = 0usize;
-    let all = ids.clone();
-    sc.model.forward_each(s, &ids, &mut |i, logits| {
-        // Logits after token i predict token i + 1.
-        if i + 1 >= start && i + 1 < all.len() {
-            let t = all[i + 1];
+    sc.model.forward_each(s, &ids[reuse..], &mut |i, logits| {
+        // Logits after token reuse + i predict the next one.
+        let at = reuse + i + 1;
+        if at >= start && at < ids.len() {
+            let t = ids[at];
             let (lp, _) = logprob_entropy(logits, t);
             ll_sum += lp as f64;
             let lt = logits[t as usize];
