@@ -2,7 +2,7 @@
 # Retrain a shipped μLM through the stages its weights went through, resumable: re-run the same
 # command after a kill and every stage continues from its last checkpoint (finished stages are
 # skipped, each starts from the previous stage's checkpoint).
-#   scripts/recipe.sh ulm-8m  [RUNS_DIR]    # default runs/recipe-ulm-8m;  ≈ 37M tokens, ≈ 3.1 h at 3,300 tok/s
+#   scripts/recipe.sh ulm-8m  [RUNS_DIR]    # default runs/recipe-ulm-8m;  ≈ 40M tokens, ≈ 3.4 h at 3,300 tok/s
 #   scripts/recipe.sh ulm-30m [RUNS_DIR]    # default runs/recipe-ulm-30m; ≈ 16M tokens, ≈ 3 h at 1,500 tok/s
 # Stages (4,096 tokens per step; steps and learning rates are those of docs/models/<model>.md):
 #   1 lm       language modelling on everything, from scratch
@@ -16,6 +16,10 @@
 #   7 lm3      (ulm-8m only) language modelling a third time, on today's corpus (parts 000-006)
 #   8 super    (ulm-8m only) as 6, also without a first reply that is off topic when the same
 #              prompt asked again got one on topic (--drop-superseded, part-006)
+#   9 onpolicy (ulm-8m only) as 8, plus the μLM's own openers that the teacher scored best of 8
+#              (corpus/student: `ulm distill --student`, written by the weights of stage 8 as
+#              shipped in session 11, not by this run's), each written 6 times, those below
+#              -2 nats per token under the teacher left out
 # The export gets the shipped model's generation_config.json (its default copy boost and candidates).
 # Environment: THREADS (default 2), SCALE (multiplies every stage's steps, default 1; 0.005 for a
 # smoke run), ULM (default target/release/ulm). The data are today's `ulm data` output, so the
@@ -37,7 +41,8 @@ lm2 lm 2000 6e-4 50
 topic topic 1200 3e-4 20
 nogen nogen 600 2e-4 20
 lm3 lm 1600 5e-4 50
-super super 800 3e-4 20" ;;
+super super 800 3e-4 20
+onpolicy onpolicy 700 2e-4 20" ;;
   ulm-30m) preset=micro_30m; plan="lm lm 600 1e-3 60
 chats chats 240 5e-4 30
 openers openers 700 4e-4 30
@@ -54,6 +59,7 @@ declare -A data_args=(
   [topic]="--stage sft --mix openers --topic-repeat 3"
   [nogen]="--stage sft --mix openers --topic-repeat 3 --drop-generic"
   [super]="--stage sft --mix openers --topic-repeat 3 --drop-generic --drop-superseded"
+  [onpolicy]="--stage sft --mix openers --topic-repeat 3 --drop-generic --drop-superseded --student-repeat 6 --min-student-ll -2 --distill-corpus corpus/distill --distill-corpus corpus/student"
 )
 [ -x "$ulm" ] || { echo "$ulm is missing: cargo build --release -p ulm" >&2; exit 1; }
 mkdir -p "$runs"

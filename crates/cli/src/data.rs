@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use ulm_data::build::{Corpus, Settings, SftMix, assemble, write_shards};
-use ulm_data::distilled::{Finish, Pair};
+use ulm_data::distilled::{Finish, Pair, STUDENT_SUFFIX};
 use ulm_data::eval::{dev_prompts, read_jsonl, write_jsonl};
 use ulm_data::render::Stage;
 use ulm_data::{Split, sources};
@@ -38,6 +38,10 @@ pub struct Inputs {
     /// Working file of `ulm distill` (may be growing; a partial last line is skipped).
     #[arg(long, default_value = "runs/distill/smollm2.jsonl")]
     pub distill_working: PathBuf,
+    /// Leave out the student's own openers (`ulm distill --student`) whose mean log-likelihood
+    /// per token under the scorer is below this (nats; default: keep all).
+    #[arg(long, allow_negative_numbers = true)]
+    pub min_student_ll: Option<f64>,
     /// The dev set: train chats with a turn equal to one of its prompts are dropped.
     #[arg(long, default_value = "data/eval/dev.jsonl")]
     pub eval: PathBuf,
@@ -160,6 +164,11 @@ pub fn load_corpus(inputs: &Inputs, settings: &Settings) -> Result<Corpus> {
             distill::read_records(corpus, working)
                 .with_context(|| format!("reading distilled records from {} and {}", corpus.display(), working.display()))?,
         );
+    }
+    if let Some(min) = inputs.min_student_ll {
+        let before = records.len();
+        records.retain(|r| !r.id.ends_with(STUDENT_SUFFIX) || r.scorer_ll.is_some_and(|ll| ll >= min));
+        eprintln!("--min-student-ll {min}: {} of the student's openers left out", before - records.len());
     }
     let pairs: Vec<Pair> = records
         .into_iter()
