@@ -11,7 +11,7 @@
 //! # … or every prompt whose reply's first eight words do not name the question's topic:
 //! ulm distill --redo off-topic --tries 4
 //! # on-policy: the μLM writes 8 openers, the teacher as a scorer keeps the one it likes best
-//! ulm distill --student models/ulm-8m --scorer smollm2 --candidates 8 --out runs/distill/student.jsonl
+//! ulm distill --student models/ulm-8m --scorer smollm2 --candidates 8 --corpus corpus/student --out runs/distill/student.jsonl
 //! ```
 //! The output is append-only JSON lines, flushed per record: a killed run loses at most the
 //! requests in flight, and a restart skips every prompt already answered (in the working file

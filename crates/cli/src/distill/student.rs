@@ -6,11 +6,13 @@
 //! model's reach) do not.
 //!
 //! ```text
-//! ulm distill --student models/ulm-8m --scorer smollm2 --candidates 8 --shard 0/2 --out runs/distill/student-0.jsonl &
-//! ulm distill --student models/ulm-8m --scorer smollm2 --candidates 8 --shard 1/2 --out runs/distill/student-1.jsonl &
+//! ulm distill --student models/ulm-8m --scorer smollm2 --candidates 8 --corpus corpus/student --shard 0/2 --out runs/distill/student-0.jsonl &
+//! ulm distill --student models/ulm-8m --scorer smollm2 --candidates 8 --corpus corpus/student --shard 1/2 --out runs/distill/student-1.jsonl &
+//! ulm distill --pack --corpus corpus/student --out runs/distill/student-0.jsonl   # then the same for -1
 //! ```
 //! One process per core (each runs single-threaded); records are appended and flushed one by
-//! one, and a restart skips the prompts already done, as with a teacher server.
+//! one, and a restart skips the prompts already done in its working file or in `--corpus`, as
+//! with a teacher server: give the student's own folder, or every prompt is asked again.
 
 use std::collections::HashSet;
 use std::io::Write;
