@@ -236,9 +236,17 @@ impl Candidates {
     /// that wrote it, so it only wins among loops.
     fn rank(&self, g: &Generation) -> (bool, bool, f32) {
         let mean = if g.logprobs.is_empty() { f32::NEG_INFINITY } else { g.logprobs.iter().sum::<f32>() / g.logprobs.len() as f32 };
-        let text = g.text.trim();
-        (!text.is_empty() && names_topic(&self.question, text), !repeats_a_pair(text), mean)
+        let (topic, no_repeat) = fit(&self.question, &g.text);
+        (topic, no_repeat, mean)
     }
+}
+
+/// What the choice among candidates looks at before any probability: (the reply names the
+/// question's topic, it does not repeat a pair of words). `ulm distill --student` ranks the
+/// μLM's openers the same way before the teacher's score.
+pub fn fit(question: &str, reply: &str) -> (bool, bool) {
+    let text = reply.trim();
+    (!text.is_empty() && names_topic(question, text), !repeats_a_pair(text))
 }
 
 /// One streamed piece of text.
