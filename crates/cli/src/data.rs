@@ -165,10 +165,12 @@ pub fn load_corpus(inputs: &Inputs, settings: &Settings) -> Result<Corpus> {
                 .with_context(|| format!("reading distilled records from {} and {}", corpus.display(), working.display()))?,
         );
     }
+    let (loops, weak) = keep_students(&mut records, inputs.min_student_ll);
+    if loops > 0 {
+        eprintln!("{loops} of the student's openers loop (a pair of words said twice, a word that runs on): left out");
+    }
     if let Some(min) = inputs.min_student_ll {
-        let before = records.len();
-        records.retain(|r| !r.id.ends_with(STUDENT_SUFFIX) || r.scorer_ll.is_some_and(|ll| ll >= min));
-        eprintln!("--min-student-ll {min}: {} of the student's openers left out", before - records.len());
+        eprintln!("--min-student-ll {min}: {weak} of the student's openers left out");
     }
     let pairs: Vec<Pair> = records
         .into_iter()
@@ -181,6 +183,23 @@ pub fn load_corpus(inputs: &Inputs, settings: &Settings) -> Result<Corpus> {
         build_dev_set(&inputs.assets)?.into_iter().map(|p| p.prompt).collect()
     };
     Ok(assemble(docs, pairs, &eval, settings))
+}
+
+/// Drops the student's openers (`ulm distill --student`) that are no training target: those that
+/// loop ([`ulm_runtime::generate::fit`] — whatever the scorer thought of them; their ranking may
+/// predate [`ulm_runtime::generate::runs_on`], or every candidate looped) and, with `min_ll`,
+/// those the scorer found less likely than `min_ll` nats per token. Returns (loops, weak) dropped;
+/// the teacher's records are kept as they are.
+fn keep_students(records: &mut Vec<distill::Record>, min_ll: Option<f64>) -> (usize, usize) {
+    let student = |r: &distill::Record| r.id.ends_with(STUDENT_SUFFIX);
+    let before = records.len();
+    records.retain(|r| !student(r) || ulm_runtime::generate::fit(&r.prompt, &r.reply).1);
+    let loops = before - records.len();
+    let before = records.len();
+    if let Some(min) = min_ll {
+        records.retain(|r| !student(r) || r.scorer_ll.is_some_and(|ll| ll >= min));
+    }
+    (loops, before - records.len())
 }
 
 fn print_summary(m: &ulm_data::shards::Manifest) {
@@ -200,4 +219,47 @@ fn print_summary(m: &ulm_data::shards::Manifest) {
     }
     println!("{:<11} {:>9} {:>12} {:>12} {:>9} {:>12}", "total", docs, toks, loss, hd, ht);
     debug_assert_eq!(toks, m.tokens(Split::Train));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, reply: &str, ll: Option<f64>) -> distill::Record {
+        distill::Record {
+            id: id.into(),
+            source: "chitchat".into(),
+            prompt: "What is a banjo?".into(),
+            reply: reply.into(),
+            finish: "length".into(),
+            teacher: "test".into(),
+            temperature: 0.5,
+            top_p: 0.9,
+            max_tokens: 16,
+            seed: 1,
+            n_tokens: 8,
+            ms: 1,
+            system: None,
+            tries: None,
+            scorer_ll: ll,
+        }
+    }
+
+    #[test]
+    fn a_students_loop_or_weak_opener_is_left_out_and_the_teachers_are_kept() {
+        let loop_word = "A banjo is a type of non-re-re-re-re-re-re";
+        let mut records = vec![
+            record("c1#student", "A banjo is a string instrument with a", Some(-1.2)),
+            record("c2#student", loop_word, Some(-0.4)),
+            record("c3#student", "A banjo is a banjo is a", Some(-0.9)),
+            record("c4#student", "A banjo is a musical instrument that you", Some(-2.6)),
+            record("c5", loop_word, None), // the teacher's: never judged here
+        ];
+        let mut all = records.clone();
+        assert_eq!(keep_students(&mut records, Some(-2.0)), (2, 1));
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["c1#student", "c5"]);
+        assert_eq!(keep_students(&mut all, None), (2, 0), "without --min-student-ll only the loops go");
+        assert_eq!(all.len(), 3);
+    }
 }

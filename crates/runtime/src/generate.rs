@@ -196,7 +196,7 @@ impl Default for GenerateOptions {
 /// Best of several openers: [`generate`] samples `n` replies (seeds `seed`, `seed + 1`, …; the
 /// prompt is fed once, each reply after the first re-feeds only the prompt's last token) and
 /// keeps the one that names the question's topic ([`names_topic`]), does not repeat itself
-/// ([`repeats_a_pair`]) and has the highest mean log-probability under the model itself (a
+/// ([`repeats_a_pair`], [`runs_on`]) and has the highest mean log-probability under the model itself (a
 /// sampled slip — a made-up word, a broken phrase — pulls the mean down), in that order.
 ///
 /// ```no_run
@@ -242,11 +242,12 @@ impl Candidates {
 }
 
 /// What the choice among candidates looks at before any probability: (the reply names the
-/// question's topic, it does not repeat a pair of words). `ulm distill --student` ranks the
+/// question's topic, it does not loop — no pair of words said twice ([`repeats_a_pair`]), no
+/// word that runs on as one piece repeated ([`runs_on`])). `ulm distill --student` ranks the
 /// μLM's openers the same way before the teacher's score.
 pub fn fit(question: &str, reply: &str) -> (bool, bool) {
     let text = reply.trim();
-    (!text.is_empty() && names_topic(question, text), !repeats_a_pair(text))
+    (!text.is_empty() && names_topic(question, text), !repeats_a_pair(text) && !runs_on(text))
 }
 
 /// One streamed piece of text.
@@ -378,6 +379,23 @@ fn generate_best(lm: &LoadedModel, session: &mut Session, prompt: &[u32], opts: 
     (g.prefill, g.prompt_tokens, g.sampled_tokens) = (prefill, prompt_tokens, sampled);
     g.total = start.elapsed();
     Ok(g)
+}
+
+/// True when a word of `text` (a run without whitespace) holds one piece of 1–4 characters said
+/// over and over: a piece of one character 8 times, of 2–4 characters 4 times ("re-re-re-re",
+/// "R.R.R.R."). A μLM loops this way inside a word, where [`repeats_a_pair`] cannot see it, and
+/// it is very probable to the model that wrote it. Digits never count ("1000000000").
+pub fn runs_on(text: &str) -> bool {
+    text.split_whitespace().any(|word| {
+        let c: Vec<char> = word.chars().collect();
+        (1..=4).any(|len| {
+            let times = if len == 1 { 8 } else { 4 };
+            c.windows(len * times).any(|w| {
+                let piece = &w[..len];
+                !piece.iter().all(char::is_ascii_digit) && w.chunks(len).all(|ch| ch == piece)
+            })
+        })
+    })
 }
 
 /// True when two neighbouring words occur twice in `text` (case and punctuation ignored).
@@ -650,6 +668,21 @@ mod tests {
         assert!(!repeats_a_pair("The lightbulb was invented by Thomas Edison in"));
         assert!(!repeats_a_pair("Volcano after volcano erupted"), "one word twice is not a pair");
         assert!(!repeats_a_pair(""));
+    }
+
+    #[test]
+    fn a_word_that_runs_on_is_a_loop() {
+        // The two openers a second on-policy round produced (docs/models/ulm-8m.md, session 12).
+        assert!(runs_on("The answer is a non-re-re-re-re-re"));
+        assert!(runs_on("The Js.A.R.R.R.R.R"));
+        assert!(runs_on("Sooooooooo good"));
+        assert!(runs_on("hahahaha that is funny"));
+        assert!(!runs_on("The lightbulb was invented by Thomas Edison in"));
+        assert!(!runs_on("A billion is 1000000000, and a good-for-nothing Mississippi"));
+        assert!(!runs_on("Ooooh, I see. R.R. Martin wrote"), "three or seven times is not a run");
+        assert!(!runs_on(""));
+        assert_eq!(fit("What is a rose?", "A rose is a re-re-re-re-re"), (true, false));
+        assert_eq!(fit("What is a rose?", "A rose is a flower"), (true, true));
     }
 
     #[test]
