@@ -31,6 +31,61 @@ use ulm_data::{Split, sources};
 
 mod student;
 
+/// Progress of a long run: indicatif's bar on a terminal; written to a log file (`nohup … >
+/// log 2>&1`), where the bar draws nothing, a plain line once a minute and at the end.
+pub(crate) struct Progress {
+    bar: indicatif::ProgressBar,
+    plain: bool,
+    start: Instant,
+    last: Instant,
+}
+
+impl Progress {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    pub(crate) fn new(len: u64) -> Progress {
+        use std::io::IsTerminal;
+        let bar = indicatif::ProgressBar::new(len);
+        bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}").unwrap());
+        let now = Instant::now();
+        Progress { bar, plain: !std::io::stderr().is_terminal(), start: now, last: now }
+    }
+
+    pub(crate) fn set_message(&self, msg: String) {
+        self.bar.set_message(msg);
+    }
+
+    /// A line above the bar (a hidden bar's `println` would drop it, so a log gets it directly).
+    pub(crate) fn println(&self, line: String) {
+        if self.plain { eprintln!("{line}") } else { self.bar.println(line) }
+    }
+
+    pub(crate) fn inc(&mut self) {
+        self.bar.inc(1);
+        if self.plain && self.last.elapsed() >= Self::EVERY {
+            self.last = Instant::now();
+            eprintln!("{}", self.line());
+        }
+    }
+
+    /// `pos/len (pct), msg, rate/s, eta` — what the bar shows, as one line.
+    fn line(&self) -> String {
+        let (pos, len) = (self.bar.position(), self.bar.length().unwrap_or(0));
+        let secs = self.start.elapsed().as_secs_f64();
+        let rate = pos as f64 / secs.max(1e-9);
+        let eta = if rate > 0.0 { (len.saturating_sub(pos)) as f64 / rate } else { f64::NAN };
+        let pct = 100.0 * pos as f64 / len.max(1) as f64;
+        format!("{pos}/{len} ({pct:.1} %) {}, {rate:.2}/s, {:.0} min elapsed, eta {:.0} min", self.bar.message(), secs / 60.0, eta / 60.0)
+    }
+
+    pub(crate) fn finish(&self) {
+        self.bar.finish();
+        if self.plain {
+            eprintln!("{}", self.line());
+        }
+    }
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Base URL of an OpenAI-compatible server that hosts the teacher (raw /v1/completions).
@@ -251,8 +306,7 @@ async fn ask_all(a: Args, todo: Vec<Prompt>) -> Result<()> {
     let mut out = std::fs::OpenOptions::new().create(true).read(true).append(true).open(&a.out).with_context(|| format!("{}", a.out.display()))?;
     end_with_newline(&mut out)?;
     let out = Arc::new(std::sync::Mutex::new(out));
-    let bar = indicatif::ProgressBar::new(todo.len() as u64);
-    bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}").unwrap());
+    let mut bar = Progress::new(todo.len() as u64);
     let start = Instant::now();
     let tokens = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let a = Arc::new(a);
@@ -280,7 +334,7 @@ async fn ask_all(a: Args, todo: Vec<Prompt>) -> Result<()> {
                 }
             }
         }
-        bar.inc(1);
+        bar.inc();
     }
     bar.finish();
     eprintln!("{} teacher tokens in {:.2} s", tokens.load(std::sync::atomic::Ordering::Relaxed), start.elapsed().as_secs_f64());

@@ -57,7 +57,8 @@ fn distill_appends_resumes_packs_and_redoes_stock_replies() {
     let work = dir.join("work.jsonl");
 
     // First run: 4 records, each with its provenance.
-    distill(&server.url, &dir, &["--limit", "4"]);
+    let err = distill(&server.url, &dir, &["--limit", "4"]);
+    assert!(err.contains("4/4 (100.0 %) ") && err.contains("tok/s"), "a plain progress line in a log: {err}");
     let first = records(&work);
     assert_eq!(first.len(), 4);
     for r in &first {
@@ -157,7 +158,9 @@ fn student_openers_scored_by_the_teacher_are_stored_and_resume() {
         assert!(o.status.success(), "ulm distill --student failed: {err}");
         err
     };
-    run("0/2", "a.jsonl", "3");
+    let err = run("0/2", "a.jsonl", "3");
+    // Written to a pipe, the progress bar draws nothing: a plain line says how far it got.
+    assert!(err.contains("3/3 (100.0 %) ") && err.contains("openers scored/s, kept"), "{err}");
     run("1/2", "b.jsonl", "3");
     let (a, b) = (records(&dir.join("a.jsonl")), records(&dir.join("b.jsonl")));
     assert_eq!((a.len(), b.len()), (3, 3));

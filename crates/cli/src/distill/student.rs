@@ -77,8 +77,7 @@ pub fn run(a: Args, prompts: Vec<Prompt>, student: &str) -> Result<()> {
     }
     let mut out = std::fs::OpenOptions::new().create(true).read(true).append(true).open(&a.out).with_context(|| format!("{}", a.out.display()))?;
     end_with_newline(&mut out)?;
-    let bar = indicatif::ProgressBar::new(todo.len() as u64);
-    bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}").unwrap());
+    let mut bar = super::Progress::new(todo.len() as u64);
     let start = Instant::now();
     let (mut scored_n, mut kept_n, mut ll_sum) = (0usize, 0usize, 0.0f64);
     for p in todo {
@@ -145,7 +144,7 @@ pub fn run(a: Args, prompts: Vec<Prompt>, student: &str) -> Result<()> {
             scored_n as f64 / start.elapsed().as_secs_f64(),
             ll_sum / kept_n.max(1) as f64
         ));
-        bar.inc(1);
+        bar.inc();
     }
     bar.finish();
     eprintln!("{scored_n} openers scored, {kept_n} kept (mean LL {:.3}) in {:.1} s", ll_sum / kept_n.max(1) as f64, start.elapsed().as_secs_f64());
