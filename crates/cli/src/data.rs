@@ -186,14 +186,14 @@ pub fn load_corpus(inputs: &Inputs, settings: &Settings) -> Result<Corpus> {
 }
 
 /// Drops the student's openers (`ulm distill --student`) that are no training target: those that
-/// loop ([`ulm_runtime::generate::fit`] — whatever the scorer thought of them; their ranking may
+/// loop ([`ulm_runtime::generate::Fit`] — whatever the scorer thought of them; their ranking may
 /// predate [`ulm_runtime::generate::runs_on`], or every candidate looped) and, with `min_ll`,
 /// those the scorer found less likely than `min_ll` nats per token. Returns (loops, weak) dropped;
 /// the teacher's records are kept as they are.
 fn keep_students(records: &mut Vec<distill::Record>, min_ll: Option<f64>) -> (usize, usize) {
     let student = |r: &distill::Record| r.id.ends_with(STUDENT_SUFFIX);
     let before = records.len();
-    records.retain(|r| !student(r) || ulm_runtime::generate::fit(&r.prompt, &r.reply).1);
+    records.retain(|r| !student(r) || !ulm_runtime::generate::Fit::of(&r.prompt, &r.reply).loops);
     let loops = before - records.len();
     let before = records.len();
     if let Some(min) = min_ll {

@@ -195,8 +195,8 @@ impl Default for GenerateOptions {
 
 /// Best of several openers: [`generate`] samples `n` replies (seeds `seed`, `seed + 1`, …; the
 /// prompt is fed once, each reply after the first re-feeds only the prompt's last token) and
-/// keeps the one that names the question's topic ([`names_topic`]), does not repeat itself
-/// ([`repeats_a_pair`], [`runs_on`]) and has the highest mean log-probability under the model itself (a
+/// keeps the one that does not loop ([`repeats_a_pair`], [`runs_on`]), names the question's
+/// topic ([`names_topic`]) and has the highest mean log-probability under the model itself (a
 /// sampled slip — a made-up word, a broken phrase — pulls the mean down), in that order.
 ///
 /// ```no_run
@@ -231,23 +231,40 @@ impl Candidates {
         (n > 1).then(|| Candidates::new(question, n))
     }
 
-    /// How a candidate ranks: (names the topic, does not repeat itself, mean log-probability of
-    /// its tokens). A loop ("I'm a freshman! I'm a freshman!") is very probable to the model
-    /// that wrote it, so it only wins among loops.
+    /// How a candidate ranks: ([`Fit::rank`]: does not loop, names the topic; then the mean
+    /// log-probability of its tokens). A loop ("I'm a freshman! I'm a freshman!") is very
+    /// probable to the model that wrote it, so it only wins among loops.
     fn rank(&self, g: &Generation) -> (bool, bool, f32) {
         let mean = if g.logprobs.is_empty() { f32::NEG_INFINITY } else { g.logprobs.iter().sum::<f32>() / g.logprobs.len() as f32 };
-        let (topic, no_repeat) = fit(&self.question, &g.text);
-        (topic, no_repeat, mean)
+        let (no_loop, topic) = Fit::of(&self.question, &g.text).rank();
+        (no_loop, topic, mean)
     }
 }
 
-/// What the choice among candidates looks at before any probability: (the reply names the
-/// question's topic, it does not loop — no pair of words said twice ([`repeats_a_pair`]), no
-/// word that runs on as one piece repeated ([`runs_on`])). `ulm distill --student` ranks the
-/// μLM's openers the same way before the teacher's score.
-pub fn fit(question: &str, reply: &str) -> (bool, bool) {
-    let text = reply.trim();
-    (!text.is_empty() && names_topic(question, text), !repeats_a_pair(text) && !runs_on(text))
+/// What the choice among candidates looks at before any probability. `ulm distill --student`
+/// ranks the μLM's openers the same way before the teacher's score.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fit {
+    /// The reply loops: a pair of words said twice ([`repeats_a_pair`]) or a word that runs on as
+    /// one piece repeated ([`runs_on`]).
+    pub loops: bool,
+    /// The reply names the question's topic ([`names_topic`]).
+    pub names_topic: bool,
+}
+
+impl Fit {
+    /// Judges `reply` as an answer to `question`.
+    pub fn of(question: &str, reply: &str) -> Fit {
+        let text = reply.trim();
+        Fit { loops: repeats_a_pair(text) || runs_on(text), names_topic: !text.is_empty() && names_topic(question, text) }
+    }
+
+    /// Greater is better: first not looping — a loop is broken text, very probable to the model
+    /// that wrote it (and to a scorer), while an opener off the topic is still a sentence the
+    /// cloud can carry on — then naming the topic.
+    pub fn rank(self) -> (bool, bool) {
+        (!self.loops, self.names_topic)
+    }
 }
 
 /// One streamed piece of text.
@@ -681,8 +698,12 @@ mod tests {
         assert!(!runs_on("A billion is 1000000000, and a good-for-nothing Mississippi"));
         assert!(!runs_on("Ooooh, I see. R.R. Martin wrote"), "three or seven times is not a run");
         assert!(!runs_on(""));
-        assert_eq!(fit("What is a rose?", "A rose is a re-re-re-re-re"), (true, false));
-        assert_eq!(fit("What is a rose?", "A rose is a flower"), (true, true));
+        let looped = Fit::of("What is a rose?", "A rose is a re-re-re-re-re");
+        assert_eq!(looped, Fit { loops: true, names_topic: true });
+        let off = Fit::of("What is a rose?", "I'm not sure what you mean");
+        assert_eq!(off, Fit { loops: false, names_topic: false });
+        assert!(off.rank() > looped.rank(), "a sentence off the topic beats a loop on it");
+        assert!(Fit::of("What is a rose?", "A rose is a flower").rank() > off.rank());
     }
 
     #[test]

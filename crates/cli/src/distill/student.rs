@@ -23,7 +23,7 @@ use ulm_data::distilled::STUDENT_SUFFIX;
 use ulm_data::prompts::Prompt;
 use ulm_eval::score;
 use ulm_runtime::copy::CopyBoost;
-use ulm_runtime::generate::{GenerateOptions, LoadedModel, StopReason, fit, generate};
+use ulm_runtime::generate::{Fit, GenerateOptions, LoadedModel, StopReason, generate};
 use ulm_runtime::sampler::Sampling;
 use ulm_runtime::{Precision, Session};
 
@@ -105,7 +105,7 @@ pub fn run(a: Args, prompts: Vec<Prompt>, student: &str) -> Result<()> {
             let sco = score(&sc, &mut ss, &p.text, "", &text, 10)?;
             scored_n += 1;
             let finish = if g.stop == StopReason::EndOfTurn { "stop" } else { "length" };
-            let rank = fit(&p.text, &text);
+            let rank = Fit::of(&p.text, &text).rank();
             seen.push(Scored { text, finish, seed, ll: sco.ll_sum / sco.tokens.max(1) as f64, rank });
         }
         let best = seen.into_iter().max_by(|x, y| (x.rank, x.ll).partial_cmp(&(y.rank, y.ll)).unwrap_or(std::cmp::Ordering::Equal));
