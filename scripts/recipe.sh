@@ -19,7 +19,8 @@
 #   9 onpolicy (ulm-8m only) as 8, plus the μLM's own openers that the teacher scored best of 8
 #              (corpus/student: `ulm distill --student`, written by the weights of stage 8 as
 #              shipped in session 11, not by this run's), each written 6 times, those below
-#              -2 nats per token under the teacher left out
+#              -2 nats per token under the teacher left out, and (since session 13) those
+#              that loop (a pair of words said twice, a word that runs on): 6.33M tokens
 # The export gets the shipped model's generation_config.json (its default copy boost and candidates).
 # Environment: THREADS (default 2), SCALE (multiplies every stage's steps, default 1; 0.005 for a
 # smoke run), ULM (default target/release/ulm). The data are today's `ulm data` output, so the
