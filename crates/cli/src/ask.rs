@@ -117,7 +117,7 @@ pub struct Args {
     /// for the shipped μLMs; docs/models/ulm-8m.md measures 1–5).
     #[arg(long)]
     pub copy_boost: Option<f32>,
-    /// Openers the local model samples, the best kept (names the topic, then most probable;
+    /// Openers the local model samples, the best kept (does not loop, names the topic, then most probable;
     /// 1 = the first, streamed as written; default: the model's generation_config.json).
     #[arg(long)]
     pub candidates: Option<usize>,

@@ -62,7 +62,7 @@ pub struct SampleArgs {
     /// shipped μLMs, 0 for other models; docs/models/ulm-8m.md).
     #[arg(long)]
     pub copy_boost: Option<f32>,
-    /// Sample this many openers and print the best (names the topic, then most probable; 1 =
+    /// Sample this many openers and print the best (does not loop, names the topic, then most probable; 1 =
     /// the first, streamed as written). Default with --words: the model's generation_config.json
     /// (4 for the shipped μLMs); without --words: 1.
     #[arg(long)]
