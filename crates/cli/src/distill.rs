@@ -36,7 +36,7 @@ mod student;
 pub(crate) struct Progress {
     bar: indicatif::ProgressBar,
     plain: bool,
-    start: Instant,
+    /// When the last plain line was written.
     last: Instant,
 }
 
@@ -47,8 +47,7 @@ impl Progress {
         use std::io::IsTerminal;
         let bar = indicatif::ProgressBar::new(len);
         bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}").unwrap());
-        let now = Instant::now();
-        Progress { bar, plain: !std::io::stderr().is_terminal(), start: now, last: now }
+        Progress { bar, plain: !std::io::stderr().is_terminal(), last: Instant::now() }
     }
 
     pub(crate) fn set_message(&self, msg: String) {
@@ -71,7 +70,7 @@ impl Progress {
     /// `pos/len (pct), msg, rate/s, eta` — what the bar shows, as one line.
     fn line(&self) -> String {
         let (pos, len) = (self.bar.position(), self.bar.length().unwrap_or(0));
-        let secs = self.start.elapsed().as_secs_f64();
+        let secs = self.bar.elapsed().as_secs_f64();
         let rate = pos as f64 / secs.max(1e-9);
         let eta = if rate > 0.0 { (len.saturating_sub(pos)) as f64 / rate } else { f64::NAN };
         let pct = 100.0 * pos as f64 / len.max(1) as f64;
