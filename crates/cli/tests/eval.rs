@@ -151,6 +151,12 @@ fn report_is_recomputed_from_the_rows() {
     for (w, cells) in &openers {
         let n = rs.iter().filter(|r| r["words"] == *w && ulm_eval::opener_repeats_itself(r["opener"].as_str().unwrap())).count();
         assert_eq!(cells[10], format!("{:.3}", n as f64 / 5.0), "repeats itself at {w} words");
+        // "Runs on": the golden model's openers are one character over and over, so every
+        // opener that is not a number runs on.
+        let runs: Vec<&str> = rs.iter().filter(|r| r["words"] == *w).map(|r| r["opener"].as_str().unwrap()).collect();
+        let n = runs.iter().filter(|o| ulm_runtime::generate::runs_on(o)).count();
+        assert!(n > 0, "golden openers run on: {runs:?}");
+        assert_eq!(cells[11], format!("{:.3}", n as f64 / 5.0), "runs on at {w} words");
     }
 
     // --report-only rewrites the same report from the rows.
@@ -185,14 +191,18 @@ fn an_interrupted_run_resumes_per_prompt() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The golden model on both sides. Its openers stop after eight repeats of one character (a word
+/// that runs on), and continued in place (`prefill`) it ends its turn at once, which the handoff
+/// rightly reports as an empty continuation; so the cloud is asked the `instruct` way (the
+/// contract as system prompt, the opener in the user turn), whose prompt needs the longer context.
 #[test]
 fn handoff_metrics_against_ulm_serve() {
     let dir = scratch("handoff");
     let out = dir.join("out");
     let g = golden();
-    let server = Served::start(&["--model", &g, "--cloud-model", &g, "--ctx", "1024"], None);
+    let server = Served::start(&["--model", &g, "--cloud-model", &g, "--ctx", "2048"], None);
     let cloud = format!("{}/v1", server.url);
-    eval(&prompts(&dir), &out, &["--cloud", &cloud, "--provider", "prefill", "--cloud-max-tokens", "8", "--limit", "3"]);
+    eval(&prompts(&dir), &out, &["--cloud", &cloud, "--provider", "instruct", "--cloud-max-tokens", "8", "--limit", "3"]);
     drop(server);
 
     let rs = rows(&out);

@@ -120,6 +120,9 @@ pub struct Group {
     pub guard_min_confidence: Vec<f64>,
     /// Openers (without errors) that repeat a word trigram of their own ([`opener_repeats_itself`]).
     pub self_repeats: usize,
+    /// Openers (without errors) with a word that runs on ([`ulm_runtime::generate::runs_on`]:
+    /// "non-re-re-re-re"), a loop the trigram count cannot see.
+    pub runs_on: usize,
     /// Share of openers with a recorded [`ulm_runtime::copy::names_topic`] that name the prompt's topic.
     pub names_topic: Option<f64>,
 }
@@ -224,6 +227,7 @@ pub fn summarize(rows: &[Row]) -> Vec<Group> {
                 guard_confidence: mean(&guard.iter().map(|g| g.0).collect::<Vec<_>>()),
                 guard_min_confidence: thresholds,
                 self_repeats: ok.iter().filter(|r| opener_repeats_itself(&r.opener)).count(),
+                runs_on: ok.iter().filter(|r| ulm_runtime::generate::runs_on(&r.opener)).count(),
                 names_topic: {
                     let t: Vec<bool> = ok.iter().filter_map(|r| r.names_topic).collect();
                     (!t.is_empty()).then(|| t.iter().filter(|&&b| b).count() as f64 / t.len() as f64)
@@ -309,11 +313,12 @@ pub fn write_report(dir: &Path, rows: &[Row]) -> Result<(), EvalError> {
     md += "Acceptance: share of opener tokens (scorer's tokenization) inside the scorer's top-k. TTFW: time to first word (prefill included). ";
     md += "Peak RSS: the process with only that edge model loaded, after one opener.\n\n";
     md += "Repeats itself: share of openers that say the same three words twice (case and punctuation ignored). ";
+    md += "Runs on: share of openers with a word that is one piece of 1–4 characters said over and over (`ulm_runtime::generate::runs_on`: \"re-re-re-re\"). ";
     md += "Names the topic: share of openers that name a content word of the prompt (first five letters compared; `ulm_eval::names_topic`).\n\n";
-    md += "| model | params | words | scorer | n | mean LL | acceptance | TTFW ms | opener ms | peak RSS MB | repeats itself | names the topic |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    md += "| model | params | words | scorer | n | mean LL | acceptance | TTFW ms | opener ms | peak RSS MB | repeats itself | runs on | names the topic |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for g in &groups {
         md += &format!(
-            "| {} | {:.1}M | {} | {} | {} | {} | {} | {} | {} | {} | {:.3} | {} |\n",
+            "| {} | {:.1}M | {} | {} | {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {} |\n",
             short(&g.model),
             g.params as f64 / 1e6,
             g.words,
@@ -325,6 +330,7 @@ pub fn write_report(dir: &Path, rows: &[Row]) -> Result<(), EvalError> {
             f(g.opener_ms, 1),
             g.peak_rss.map_or("–".into(), |b| format!("{:.0}", b as f64 / 1048576.0)),
             g.self_repeats as f64 / g.n.max(1) as f64,
+            g.runs_on as f64 / g.n.max(1) as f64,
             f(g.names_topic, 3),
         );
     }

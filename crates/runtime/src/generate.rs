@@ -170,6 +170,11 @@ pub enum StopReason {
     ContextFull,
     /// The caller's callback asked to stop.
     Cancelled,
+    /// With a word limit ([`GenerateOptions::words`], an opener): the current word ran on as
+    /// one piece repeated ([`runs_on`]: "non-re-re-re-re"), a loop inside a word that the word
+    /// rule never ends. The text keeps what was streamed. Without a word limit nothing stops a
+    /// run but `max_tokens` and the end of turn.
+    RunsOn,
 }
 
 /// Generation settings.
@@ -398,21 +403,31 @@ fn generate_best(lm: &LoadedModel, session: &mut Session, prompt: &[u32], opts: 
     Ok(g)
 }
 
-/// True when a word of `text` (a run without whitespace) holds one piece of 1–4 characters said
-/// over and over: a piece of one character 8 times, of 2–4 characters 4 times ("re-re-re-re",
-/// "R.R.R.R."). A μLM loops this way inside a word, where [`repeats_a_pair`] cannot see it, and
-/// it is very probable to the model that wrote it. Digits never count ("1000000000").
+/// True when a word of `text` (a run without whitespace) holds one piece of 1–4 ASCII characters
+/// said over and over: a piece of one character 8 times, of 2–4 characters 4 times
+/// ("re-re-re-re", "R.R.R.R."). A μLM loops this way inside a word, where [`repeats_a_pair`]
+/// cannot see it and the word rule cannot stop it, and it is very probable to the model that
+/// wrote it. Digits never count ("1000000000"). With a word limit the generator stops a reply
+/// as soon as its current word runs on ([`StopReason::RunsOn`]).
 pub fn runs_on(text: &str) -> bool {
-    text.split_whitespace().any(|word| {
-        let c: Vec<char> = word.chars().collect();
-        (1..=4).any(|len| {
-            let times = if len == 1 { 8 } else { 4 };
-            c.windows(len * times).any(|w| {
-                let piece = &w[..len];
-                !piece.iter().all(char::is_ascii_digit) && w.chunks(len).all(|ch| ch == piece)
-            })
+    text.split_whitespace().any(word_runs_on)
+}
+
+/// [`runs_on`] for one word, without allocating (checked on the current word at every token).
+fn word_runs_on(word: &str) -> bool {
+    let b = word.as_bytes();
+    (1..=4).any(|len| {
+        let times = if len == 1 { 8 } else { 4 };
+        b.windows(len * times).any(|w| {
+            let piece = &w[..len];
+            piece.is_ascii() && !piece.iter().all(u8::is_ascii_digit) && w.chunks(len).all(|c| c == piece)
         })
     })
+}
+
+/// The word `text` ends in (empty after whitespace).
+fn last_word(text: &str) -> &str {
+    text.rsplit(char::is_whitespace).next().unwrap_or("")
 }
 
 /// True when two neighbouring words occur twice in `text` (case and punctuation ignored).
@@ -561,6 +576,11 @@ impl<'a> Generator<'a> {
                 self.done = true;
                 return Ok(None);
             }
+            if self.words_limit.is_some() && word_runs_on(last_word(&out.text)) {
+                out.stop = StopReason::RunsOn;
+                self.done = true;
+                return Ok(None);
+            }
         }
         if session.pos() + 1 >= session.max_seq() {
             out.stop = StopReason::ContextFull;
@@ -698,6 +718,12 @@ mod tests {
         assert!(!runs_on("A billion is 1000000000, and a good-for-nothing Mississippi"));
         assert!(!runs_on("Ooooh, I see. R.R. Martin wrote"), "three or seven times is not a run");
         assert!(!runs_on(""));
+        assert!(!runs_on("Ça va, ééééééééé"), "only ASCII pieces count");
+        // What the generator checks at every token: the word the text ends in.
+        assert_eq!(last_word("The answer is a non-re-re"), "non-re-re");
+        assert_eq!(last_word("The answer is "), "");
+        assert!(!word_runs_on(last_word("The answer is a non-re-re-re")));
+        assert!(word_runs_on(last_word("The answer is a non-re-re-re-re")));
         let looped = Fit::of("What is a rose?", "A rose is a re-re-re-re-re");
         assert_eq!(looped, Fit { loops: true, names_topic: true });
         let off = Fit::of("What is a rose?", "I'm not sure what you mean");

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use ulm_runtime::generate::{GenerateOptions, LoadedModel, generate};
+use ulm_runtime::generate::{GenerateOptions, LoadedModel, StopReason, generate, runs_on};
 use ulm_runtime::sampler::{Sampling, argmax};
 use ulm_runtime::{Precision, Session};
 
@@ -36,6 +36,29 @@ fn cases() -> Vec<Case> {
 
 fn greedy(n: usize) -> GenerateOptions {
     GenerateOptions { max_tokens: n, words: None, sampling: Sampling::greedy(), copy: None, candidates: None }
+}
+
+#[test]
+fn an_opener_whose_word_runs_on_stops_there() {
+    // The golden model answers with one character over and over: a single word that never
+    // ends, so the word rule of an opener cannot stop it; the run rule does, after 8 of them.
+    let lm = LoadedModel::open(&golden_dir(), Precision::F32, None).unwrap();
+    for c in cases() {
+        let opts = GenerateOptions { words: Some(8), ..greedy(c.tokens.len()) };
+        let g = generate(&lm, &mut Session::new(&lm.model), &c.prompt_ids, &opts, &mut |_| true).unwrap();
+        assert!(c.text.starts_with(&g.text), "{}: {:?} is what greedy decoding writes first", c.prompt, g.text);
+        if c.text.chars().all(|ch| ch.is_ascii_digit()) {
+            // "999…" is a number, not a run: only max_tokens ends it.
+            assert_eq!((g.stop, g.text.as_str()), (StopReason::MaxTokens, c.text.as_str()), "{}", c.prompt);
+        } else {
+            assert_eq!(g.stop, StopReason::RunsOn, "{}: {:?}", c.prompt, g.text);
+            assert_eq!(g.text.chars().count(), 8, "{}: stopped at the 8th repeat: {:?}", c.prompt, g.text);
+            assert!(runs_on(&g.text) && g.tokens.len() < c.tokens.len());
+        }
+        // Without a word limit the same run goes on to max_tokens.
+        let plain = generate(&lm, &mut Session::new(&lm.model), &c.prompt_ids, &greedy(c.tokens.len()), &mut |_| true).unwrap();
+        assert_eq!((plain.stop, plain.text), (StopReason::MaxTokens, c.text.clone()));
+    }
 }
 
 #[test]

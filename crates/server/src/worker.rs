@@ -136,7 +136,7 @@ pub(crate) fn report(
             }
             let finish_reason = match g.stop {
                 _ if stops.hit => "stop",
-                StopReason::EndOfTurn | StopReason::Words => "stop",
+                StopReason::EndOfTurn | StopReason::Words | StopReason::RunsOn => "stop",
                 StopReason::MaxTokens | StopReason::ContextFull => "length",
                 StopReason::Cancelled => {
                     gone = true;
