@@ -3,7 +3,7 @@
 # command after a kill and every stage continues from its last checkpoint (finished stages are
 # skipped, each starts from the previous stage's checkpoint).
 #   scripts/recipe.sh ulm-8m  [RUNS_DIR]    # default runs/recipe-ulm-8m;  ≈ 40M tokens, ≈ 3.4 h at 3,300 tok/s
-#   scripts/recipe.sh ulm-30m [RUNS_DIR]    # default runs/recipe-ulm-30m; ≈ 16M tokens, ≈ 3 h at 1,500 tok/s
+#   scripts/recipe.sh ulm-30m [RUNS_DIR]    # default runs/recipe-ulm-30m; ≈ 19M tokens, ≈ 3.5 h at 1,500 tok/s
 # Stages (4,096 tokens per step; steps and learning rates are those of docs/models/<model>.md):
 #   1 lm       language modelling on everything, from scratch
 #   2 chats    chat SFT (loss on replies, first 16 reply tokens 2x)
@@ -16,9 +16,10 @@
 #   7 lm3      (ulm-8m only) language modelling a third time, on today's corpus (parts 000-006)
 #   8 super    (ulm-8m only) as 6, also without a first reply that is off topic when the same
 #              prompt asked again got one on topic (--drop-superseded, part-006)
-#   9 onpolicy (ulm-8m only) as 8, plus the μLM's own openers that the teacher scored best of 8
+#   9 onpolicy (ulm-30m: its 7th stage, straight after 6) as 8, plus the μLM's own openers that the teacher scored best of 8
 #              (corpus/student: `ulm distill --student`, written by the weights of stage 8 as
-#              shipped in session 11, not by this run's), each written 6 times, those below
+#              shipped in session 11, not by this run's; ulm-30m learns ulm-8m's openers
+#              from the same data), each written 6 times, those below
 #              -2 nats per token under the teacher left out, and (since session 13) those
 #              that loop (a pair of words said twice, a word that runs on): 6.33M tokens
 # The export gets the shipped model's generation_config.json (its default copy boost and candidates).
@@ -49,7 +50,8 @@ chats chats 240 5e-4 30
 openers openers 700 4e-4 30
 lm2 lm 1300 6e-4 50
 topic topic 600 3e-4 30
-nogen nogen 400 2e-4 20" ;;
+nogen nogen 400 2e-4 20
+onpolicy onpolicy 800 2.5e-4 20" ;;
   *) echo "unknown model '$model': ulm-8m or ulm-30m" >&2; exit 2 ;;
 esac
 # The `ulm data` arguments of each data set.
