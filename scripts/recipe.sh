@@ -3,7 +3,7 @@
 # command after a kill and every stage continues from its last checkpoint (finished stages are
 # skipped, each starts from the previous stage's checkpoint).
 #   scripts/recipe.sh ulm-8m  [RUNS_DIR]    # default runs/recipe-ulm-8m;  ≈ 40M tokens, ≈ 3.4 h at 3,300 tok/s
-#   scripts/recipe.sh ulm-30m [RUNS_DIR]    # default runs/recipe-ulm-30m; ≈ 19M tokens, ≈ 3.5 h at 1,500 tok/s
+#   scripts/recipe.sh ulm-30m [RUNS_DIR]    # default runs/recipe-ulm-30m; ≈ 28M tokens, ≈ 5.2 h at 1,500 tok/s
 # Stages (4,096 tokens per step; steps and learning rates are those of docs/models/<model>.md):
 #   1 lm       language modelling on everything, from scratch
 #   2 chats    chat SFT (loss on replies, first 16 reply tokens 2x)
@@ -22,6 +22,8 @@
 #              from the same data), each written 6 times, those below
 #              -2 nats per token under the teacher left out, and (since session 13) those
 #              that loop (a pair of words said twice, a word that runs on): 6.33M tokens
+#   (ulm-30m only, after its onpolicy stage; session 16) lm3 language modelling on today's corpus
+#              (9.09M tokens), then onpolicy2, the onpolicy data again
 # The export gets the shipped model's generation_config.json (its default copy boost and candidates).
 # Environment: THREADS (default 2), SCALE (multiplies every stage's steps, default 1; 0.005 for a
 # smoke run), ULM (default target/release/ulm). The data are today's `ulm data` output, so the
@@ -51,7 +53,9 @@ openers openers 700 4e-4 30
 lm2 lm 1300 6e-4 50
 topic topic 600 3e-4 30
 nogen nogen 400 2e-4 20
-onpolicy onpolicy 800 2.5e-4 20" ;;
+onpolicy onpolicy 800 2.5e-4 20
+lm3 lm 1600 5e-4 50
+onpolicy2 onpolicy 600 2.5e-4 20" ;;
   *) echo "unknown model '$model': ulm-8m or ulm-30m" >&2; exit 2 ;;
 esac
 # The `ulm data` arguments of each data set.

@@ -2,8 +2,9 @@
 //!
 //! `--model` takes a path (GGUF file or Hugging Face folder) or a name: `ulm-8m`, `ulm-15m`,
 //! `ulm-30m` (shipped in models/), `smollm2` (fetched by scripts/fetch-assets.sh). With no
-//! `--model`, the default is the shipped μLM (ulm-8m, more of whose openers read as on topic than
-//! the under-trained ulm-30m's today, and 3.5× faster, see docs/models/ulm-30m.md; else ulm-30m),
+//! `--model`, the default is the shipped μLM (ulm-8m: ulm-30m's openers are a little more likely
+//! under the teacher today but fewer name the topic, and ulm-8m is 3.5× faster, see
+//! docs/models/ulm-30m.md; else ulm-30m),
 //! else SmolLM2.
 
 use std::path::{Path, PathBuf};
