@@ -53,6 +53,10 @@ pub enum Verdict {
     EchoesPrompt,
     /// The reply loops: the same phrase over and over.
     Repetitive,
+    /// The reply drifts into rewriting a sentence nobody gave it ("The original sentence is:
+    /// "The new employee, who…"), the teacher's commonest failure: about 330 replies of
+    /// corpus/distill and the student corpora, which SmolLM2 itself then scores as likely.
+    SentenceDrift,
 }
 
 impl Verdict {
@@ -63,6 +67,7 @@ impl Verdict {
             Verdict::Empty => "empty",
             Verdict::EchoesPrompt => "echoes_prompt",
             Verdict::Repetitive => "repetitive",
+            Verdict::SentenceDrift => "sentence_drift",
         }
     }
 }
@@ -78,6 +83,13 @@ const ECHO_MIN_WORDS: usize = 4;
 const LOOP_MIN_WORDS: usize = 16;
 /// A reply whose distinct word 4-grams are fewer than this share of all its 4-grams loops.
 const LOOP_MIN_DISTINCT: f64 = 0.7;
+/// A reply whose first eight words name one of these (folded words) talks about a sentence...
+const DRIFT_WORDS: &[&str] = &["sentence", "employee"];
+/// ... or that opens with one of these ...
+const DRIFT_OPENINGS: &[&str] = &["here's a revised", "here's a rewritten", "the original text"];
+/// ... drifts, unless a word of the prompt starts with one of these (it asked about a text).
+const TEXT_TASK_STEMS: &[&str] =
+    &["sentence", "employee", "revis", "rewrit", "rephras", "grammar", "paragraph", "text", "edit", "essay", "phrase"];
 
 impl Pair {
     /// The split of the pair: held out when its prompt's document is, or when its id falls in
@@ -94,7 +106,8 @@ impl Pair {
         }
     }
 
-    /// Applies the filters (in this order): empty, echo of the prompt, repetition loop.
+    /// Applies the filters (in this order): empty, echo of the prompt, repetition loop, drift
+    /// into rewriting a sentence.
     pub fn verdict(&self) -> Verdict {
         if self.reply.trim().is_empty() || self.prompt.trim().is_empty() {
             return Verdict::Empty;
@@ -106,6 +119,9 @@ impl Pair {
         }
         if is_repetitive(&reply) {
             return Verdict::Repetitive;
+        }
+        if drifts_to_a_sentence(&prompt, &reply) {
+            return Verdict::SentenceDrift;
         }
         Verdict::Keep
     }
@@ -149,6 +165,16 @@ fn fold_words(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// True when the reply (folded words) opens by talking about a sentence or a rewrite that the
+/// prompt (folded words) never asked for.
+fn drifts_to_a_sentence(prompt: &[String], reply: &[String]) -> bool {
+    let head = &reply[..reply.len().min(8)];
+    let opening = head.iter().take(3).map(String::as_str).collect::<Vec<_>>().join(" ");
+    let drifts = head.iter().any(|w| DRIFT_WORDS.iter().any(|d| w.starts_with(d)))
+        || DRIFT_OPENINGS.iter().any(|o| opening.starts_with(o));
+    drifts && !prompt.iter().any(|w| TEXT_TASK_STEMS.iter().any(|t| w.starts_with(t)))
+}
+
 /// True when few of the word 4-grams are distinct ("at the sunset at the sunset at the …").
 fn is_repetitive(words: &[String]) -> bool {
     if words.len() < LOOP_MIN_WORDS {
@@ -179,6 +205,15 @@ mod tests {
         let fine = "A dog is a domesticated animal kept as a pet or for work. Dogs are loyal, playful \
                     and come in many breeds, from tiny Chihuahuas to large Great Danes.";
         assert_eq!(pair("What is a dog?", fine).verdict(), Verdict::Keep);
+        // The teacher rewriting a sentence nobody gave it; fine when the prompt asked for that.
+        let drift = "The original sentence is: \"The new employee, who was hired last week\"";
+        assert_eq!(pair("is hal nice", drift).verdict(), Verdict::SentenceDrift);
+        assert_eq!(pair("So it takes consistency?", "Here's a revised version of the text:").verdict(), Verdict::SentenceDrift);
+        assert_eq!(pair("Fix the grammar: me and him goes", drift).verdict(), Verdict::Keep);
+        assert_eq!(pair("What is a sentence?", "A sentence is a group of words that").verdict(), Verdict::Keep);
+        // Past the first eight words a sentence may come up.
+        let late = "Dogs are loyal and friendly pets that love walks. A sentence about dogs";
+        assert_eq!(pair("Tell me about dogs", late).verdict(), Verdict::Keep);
     }
 
     #[test]
