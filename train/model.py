@@ -217,6 +217,30 @@ class Transformer(nn.Module):
         return F.linear(x, self.head_weight())  # (B, T, vocab)
 
 
+def grow_depth(cfg: ModelConfig, state: dict, n_layers: int) -> tuple[ModelConfig, dict]:
+    """A deeper model that starts out computing exactly what `state` computes (block expansion).
+
+    Every layer i of the `cfg.n_layers` is followed by `n_layers / cfg.n_layers - 1` copies of
+    itself whose two residual-writing projections (o_proj, down_proj) are zero, so each copy adds
+    nothing to the residual stream until training moves those projections; everything else (norms,
+    q/k/v, gate/up, embeddings, head) is copied. Used to start ulm-15m (16 layers) from ulm-8m (8).
+    """
+    if n_layers % cfg.n_layers or n_layers < cfg.n_layers:
+        raise ValueError(f"cannot grow {cfg.n_layers} layers to {n_layers}: need a multiple of {cfg.n_layers}")
+    k = n_layers // cfg.n_layers
+    grown = {name: t.clone() for name, t in state.items() if not name.startswith("layers.")}
+    for name, t in state.items():
+        if not name.startswith("layers."):
+            continue
+        _, i, rest = name.split(".", 2)
+        for c in range(k):
+            copy = t.clone()
+            if c > 0 and rest in ("self_attn.o_proj.weight", "mlp.down_proj.weight"):
+                copy.zero_()
+            grown[f"layers.{int(i) * k + c}.{rest}"] = copy
+    return ModelConfig(**{**cfg.to_dict(), "n_layers": n_layers}), grown
+
+
 def weighted_loss(logits, targets, weights, total_weight=None):
     """sum(w * ce) / sum(w): the loss of every target weighted by its class weight.
 

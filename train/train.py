@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from data import WindowSampler, class_weights, load_manifest, open_shards, to_tensors  # noqa: E402
-from model import PRESETS, ModelConfig, Transformer, weighted_loss  # noqa: E402
+from model import PRESETS, ModelConfig, Transformer, grow_depth, weighted_loss  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------
 # Defaults (one block)
@@ -38,6 +38,9 @@ DEFAULTS = dict(
     stage=("lm", "lm: language modelling; sft: chat SFT, usually with --init"),
     init=(None, "start from these weights: a checkpoint (file or run directory) or an exported model "
                 "folder (config.json + model.safetensors or its shards, e.g. models/ulm-8m); its shape wins"),
+    grow_layers=(0, "with --init: deepen it to this many layers (a multiple of its own), each layer followed "
+                    "by copies whose output projections start at zero, so training starts from the --init "
+                    "model's own loss (0 = keep its depth)"),
     seq_len=(256, "tokens per training window"),
     batch_size=(16, "windows per micro-batch"),
     grad_accum=(1, "micro-batches per optimizer step"),
@@ -367,6 +370,14 @@ def main(argv=None) -> int:
     # Model: resume > init > preset
     resume = load_checkpoint(ckpt_path) if os.path.exists(ckpt_path) else None
     init = load_init(args.init) if args.init and resume is None else None
+    if args.grow_layers and not args.init:
+        sys.exit("--grow-layers deepens the --init model: give --init too")
+    if init is not None and args.grow_layers:
+        try:
+            cfg, grown = grow_depth(ModelConfig(**init["model_config"]), init["model"], args.grow_layers)
+        except ValueError as e:
+            sys.exit(f"--grow-layers: {e}")
+        init = {"model_config": cfg.to_dict(), "model": grown}
     if resume is not None:
         cfg = ModelConfig(**resume["model_config"])
     elif init is not None:
@@ -404,7 +415,8 @@ def main(argv=None) -> int:
 
     tokens_per_step = args.batch_size * args.grad_accum * args.seq_len
     what = "resuming at step %d" % step if resume is not None else (
-        "from " + args.init if init is not None else "from scratch")
+        "from " + args.init + (f" grown to {args.grow_layers} layers" if args.grow_layers else "")
+        if init is not None else "from scratch")
     print(f"{args.stage} | {args.preset if resume is None and init is None else 'model'} "
           f"{model.n_params():,} params | {what} | {tokens_per_step:,} tok/step, "
           f"{args.max_steps * tokens_per_step / 1e6:.1f}M tokens over {args.max_steps} steps | "

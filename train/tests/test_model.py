@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import PRESETS, ModelConfig, RMSNorm, Transformer, apply_rope, ffn_width, rope_tables
+from model import PRESETS, ModelConfig, RMSNorm, Transformer, apply_rope, ffn_width, grow_depth, rope_tables
 
 ATOL_F32 = 1e-5
 
@@ -125,3 +125,27 @@ def test_causal_prefix_logits_do_not_depend_on_the_future():
     idx = torch.randint(0, 64, (1, 12))
     with torch.no_grad():
         torch.testing.assert_close(model(idx)[:, :7], model(idx[:, :7]), atol=ATOL_F32, rtol=1e-4)
+
+
+def test_grown_model_computes_what_it_grew_from_then_learns_in_its_new_layers():
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset("tiny", vocab_size=64)
+    small = Transformer(cfg)
+    with torch.no_grad():  # trained-looking weights: no zeros anywhere
+        for p in small.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    cfg3, state = grow_depth(cfg, small.state_dict(), 3 * cfg.n_layers)
+    big = Transformer(cfg3)
+    big.load_state_dict(state)
+    assert cfg3.n_layers == 6 and big.n_params() == ModelConfig.preset("tiny", vocab_size=64, n_layers=6).n_params()
+    idx = torch.randint(0, 64, (2, 16))
+    torch.testing.assert_close(big(idx), small(idx), atol=ATOL_F32, rtol=0)
+    # Layer 1 is layer 0's copy: same q, zero output projections, so its gradient lands on them.
+    assert torch.equal(big.layers[1].self_attn.q_proj.weight, small.layers[0].self_attn.q_proj.weight)
+    assert big.layers[1].mlp.down_proj.weight.abs().sum() == 0
+    assert torch.equal(big.layers[3].mlp.down_proj.weight, small.layers[1].mlp.down_proj.weight)
+    F.cross_entropy(big(idx).flatten(0, 1), idx.flatten()).backward()
+    assert big.layers[1].mlp.down_proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="multiple of 2"):
+        grow_depth(cfg, small.state_dict(), 5)
+

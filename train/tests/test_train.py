@@ -57,6 +57,15 @@ def test_tiny_run_learns_then_sft_from_it(data_dir, tmp_path):
     first = train.read_log(str(sft / "log.jsonl"))[0]
     assert first["loss"] < train_losses[0] - 1.0
 
+    # --grow-layers: the deeper model's first loss is the stage-1 model's own on the same batch.
+    grown, same = tmp_path / "grown", tmp_path / "same"
+    for out, extra in ((grown, ("--grow-layers", "4")), (same, ())):
+        assert train.main(tiny_args(data_dir, out, "--stage", "sft", "--init", str(lm), "--max-steps", "1",
+                                    "--eval-every", "0", *extra)) == 0
+    assert train.load_checkpoint(str(grown))["model_config"]["n_layers"] == 4
+    g, s = (train.read_log(str(out / "log.jsonl"))[0]["loss"] for out in (grown, same))
+    assert abs(g - s) < 1e-4
+
 
 def test_stopped_run_resumes_exactly(data_dir, tmp_path):
     common = ("--max-steps", "24", "--eval-every", "8", "--grad-accum", "2")
