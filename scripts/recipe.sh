@@ -4,6 +4,7 @@
 # skipped, each starts from the previous stage's checkpoint).
 #   scripts/recipe.sh ulm-8m  [RUNS_DIR]    # default runs/recipe-ulm-8m;  ≈ 40M tokens, ≈ 3.4 h at 3,300 tok/s
 #   scripts/recipe.sh ulm-30m [RUNS_DIR]    # default runs/recipe-ulm-30m; ≈ 28M tokens, ≈ 5.2 h at 1,500 tok/s
+#   scripts/recipe.sh ulm-15m [RUNS_DIR]    # ulm-8m's nine stages, then grow to 16 layers: ≈ 47M tokens, ≈ 4.9 h
 # Stages (4,096 tokens per step; steps and learning rates are those of docs/models/<model>.md):
 #   1 lm       language modelling on everything, from scratch
 #   2 chats    chat SFT (loss on replies, first 16 reply tokens 2x)
@@ -24,6 +25,10 @@
 #              that loop (a pair of words said twice, a word that runs on): 6.33M tokens
 #   (ulm-30m only, after its onpolicy stage; session 16) lm3 language modelling on today's corpus
 #              (9.09M tokens), then onpolicy2, the onpolicy data again
+#   (ulm-15m; session 19) ulm-8m's nine stages, then grow: its 8 layers become 16 (train.py
+#              --grow-layers: each layer followed by a copy whose output projections start at zero,
+#              so the grown model starts at ulm-8m's loss), language modelling on today's corpus,
+#              then onpolicy2, the on-policy mix again (without the teacher's sentence drift)
 # The export gets the shipped model's generation_config.json (its default copy boost and candidates).
 # Environment: THREADS (default 2), SCALE (multiplies every stage's steps, default 1; 0.005 for a
 # smoke run), ULM (default target/release/ulm). The data are today's `ulm data` output, so the
@@ -31,14 +36,14 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-model="${1:?usage: scripts/recipe.sh ulm-8m|ulm-30m [RUNS_DIR]}"
+model="${1:?usage: scripts/recipe.sh ulm-8m|ulm-15m|ulm-30m [RUNS_DIR]}"
 runs="${2:-runs/recipe-$model}"
 threads="${THREADS:-2}"
 scale="${SCALE:-1}"
 ulm="${ULM:-target/release/ulm}"
-# Plan: one stage per line — run name, data set, steps, learning rate, warm-up steps.
-case "$model" in
-  ulm-8m)  preset=micro_8m;  plan="lm lm 644 1e-3 60
+# Plan: one stage per line — run name, data set, steps, learning rate, warm-up steps, and (optional)
+# the number of layers to grow the previous stage's model to.
+plan_8m="lm lm 644 1e-3 60
 chats chats 641 5e-4 50
 openers openers 1600 5e-4 30
 lm2 lm 2000 6e-4 50
@@ -46,7 +51,12 @@ topic topic 1200 3e-4 20
 nogen nogen 600 2e-4 20
 lm3 lm 1600 5e-4 50
 super super 800 3e-4 20
-onpolicy onpolicy 700 2e-4 20" ;;
+onpolicy onpolicy 700 2e-4 20"
+case "$model" in
+  ulm-8m)  preset=micro_8m;  plan="$plan_8m" ;;
+  ulm-15m) preset=micro_8m;  plan="$plan_8m
+grow lm 1100 5e-4 50 16
+onpolicy2 onpolicy 600 2.5e-4 20" ;;
   ulm-30m) preset=micro_30m; plan="lm lm 600 1e-3 60
 chats chats 240 5e-4 30
 openers openers 700 4e-4 30
@@ -56,7 +66,7 @@ nogen nogen 400 2e-4 20
 onpolicy onpolicy 800 2.5e-4 20
 lm3 lm 1600 5e-4 50
 onpolicy2 onpolicy 600 2.5e-4 20" ;;
-  *) echo "unknown model '$model': ulm-8m or ulm-30m" >&2; exit 2 ;;
+  *) echo "unknown model '$model': ulm-8m, ulm-15m or ulm-30m" >&2; exit 2 ;;
 esac
 # The `ulm data` arguments of each data set.
 declare -A data_args=(
@@ -71,7 +81,7 @@ declare -A data_args=(
 [ -x "$ulm" ] || { echo "$ulm is missing: cargo build --release -p ulm" >&2; exit 1; }
 mkdir -p "$runs"
 prev=""
-while read -r name data steps lr warmup; do
+while read -r name data steps lr warmup grow; do
   # shellcheck disable=SC2086 # the arguments are meant to split
   [ -f "$runs/data-$data/manifest.json" ] || "$ulm" data ${data_args[$data]} --out "$runs/data-$data"
   steps=$(python3 -c "print(max(2, round($steps * $scale)))")
@@ -80,8 +90,9 @@ while read -r name data steps lr warmup; do
   [ "$data" = lm ] && stage=lm
   from=(--preset "$preset")
   [ -n "$prev" ] && from=(--init "$runs/$prev")
+  [ -n "$grow" ] && from+=(--grow-layers "$grow")
   # A finished stage is skipped: train.py resumes its checkpoint and has nothing left to do.
-  echo "== stage $name: $stage on $runs/data-$data, $steps steps, lr $lr"
+  echo "== stage $name: $stage on $runs/data-$data, $steps steps, lr $lr${grow:+, grown to $grow layers}"
   scripts/train.sh --data "$runs/data-$data" --out "$runs/$name" --stage "$stage" "${from[@]}" \
     --lr "$lr" --warmup-steps "$warmup" --max-steps "$steps" --threads "$threads" \
     --eval-every "$(( steps < 200 ? steps : steps / 4 ))"
@@ -89,5 +100,8 @@ while read -r name data steps lr warmup; do
 done <<< "$plan"
 train/.venv/bin/python train/export.py --ckpt "$runs/$prev" --out "$runs/export" --dtype f16
 # The shipped model's sampling defaults (its copy boost) belong to the recipe too.
-[ -f "models/$model/generation_config.json" ] && cp "models/$model/generation_config.json" "$runs/export/"
+# (ulm-15m before it is shipped: ulm-8m's, which it was grown from.)
+gen="models/$model/generation_config.json"
+[ -f "$gen" ] || gen=models/ulm-8m/generation_config.json
+[ -f "$gen" ] && cp "$gen" "$runs/export/"
 echo "recipe done: $runs/export (compare: ulm eval --models $runs/export,$model --scorer smollm2)"

@@ -39,7 +39,7 @@ pub struct Args {
     /// Report directory (per_prompt.jsonl, report.md, meta.json, plots).
     #[arg(long, default_value = "runs/eval")]
     pub out: PathBuf,
-    /// Opener models, comma-separated: names (smollm2, ulm-8m, ulm-30m) or paths.
+    /// Opener models, comma-separated: names (smollm2, ulm-8m, ulm-15m, ulm-30m) or paths.
     #[arg(long, default_value = "smollm2", value_delimiter = ',')]
     pub models: Vec<String>,
     /// Scorer model (name or path).

@@ -17,7 +17,7 @@ use crate::models;
 /// Options shared by `generate` and `chat`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ModelArgs {
-    /// Model: a .gguf file, a Hugging Face folder, or a name (ulm-8m, ulm-30m, smollm2).
+    /// Model: a .gguf file, a Hugging Face folder, or a name (ulm-8m, ulm-15m, ulm-30m, smollm2).
     #[arg(long)]
     pub model: Option<String>,
     /// Weight storage: auto (int8 for a float μLM folder, as stored for GGUF), native (as

@@ -4,8 +4,8 @@
 //! `ulm-30m` (shipped in models/), `smollm2` (fetched by scripts/fetch-assets.sh). With no
 //! `--model`, the default is the shipped μLM (ulm-8m: ulm-30m's openers are a little more likely
 //! under the teacher today but fewer name the topic, and ulm-8m is 3.5× faster, see
-//! docs/models/ulm-30m.md; else ulm-30m),
-//! else SmolLM2.
+//! docs/models/ulm-30m.md; else ulm-30m, else ulm-15m, whose openers trail ulm-8m's, see
+//! docs/models/ulm-15m.md), else SmolLM2.
 
 use std::path::{Path, PathBuf};
 

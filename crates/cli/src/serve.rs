@@ -34,7 +34,7 @@ pub struct Args {
     /// Port (0: any free port; the URL is printed).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// Edge model writing openers: a path or a name (ulm-8m, ulm-30m, smollm2); default: the shipped μLM, else SmolLM2.
+    /// Edge model writing openers: a path or a name (ulm-8m, ulm-15m, ulm-30m, smollm2); default: the shipped μLM, else SmolLM2.
     #[arg(long)]
     pub model: Option<String>,
     /// Model served as the local cloud.
