@@ -228,16 +228,15 @@ def grow_depth(cfg: ModelConfig, state: dict, n_layers: int) -> tuple[ModelConfi
     if n_layers % cfg.n_layers or n_layers < cfg.n_layers:
         raise ValueError(f"cannot grow {cfg.n_layers} layers to {n_layers}: need a multiple of {cfg.n_layers}")
     k = n_layers // cfg.n_layers
-    grown = {name: t.clone() for name, t in state.items() if not name.startswith("layers.")}
+    grown = {}
     for name, t in state.items():
         if not name.startswith("layers."):
+            grown[name] = t.clone()
             continue
         _, i, rest = name.split(".", 2)
+        silent = rest in ("self_attn.o_proj.weight", "mlp.down_proj.weight")
         for c in range(k):
-            copy = t.clone()
-            if c > 0 and rest in ("self_attn.o_proj.weight", "mlp.down_proj.weight"):
-                copy.zero_()
-            grown[f"layers.{int(i) * k + c}.{rest}"] = copy
+            grown[f"layers.{int(i) * k + c}.{rest}"] = torch.zeros_like(t) if c and silent else t.clone()
     return ModelConfig(**{**cfg.to_dict(), "n_layers": n_layers}), grown
 
 
