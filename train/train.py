@@ -374,10 +374,10 @@ def main(argv=None) -> int:
         sys.exit("--grow-layers deepens the --init model: give --init too")
     if init is not None and args.grow_layers:
         try:
-            cfg, grown = grow_depth(ModelConfig(**init["model_config"]), init["model"], args.grow_layers)
+            grown_cfg, grown = grow_depth(ModelConfig(**init["model_config"]), init["model"], args.grow_layers)
         except ValueError as e:
             sys.exit(f"--grow-layers: {e}")
-        init = {"model_config": cfg.to_dict(), "model": grown}
+        init = {"model_config": grown_cfg.to_dict(), "model": grown}
     if resume is not None:
         cfg = ModelConfig(**resume["model_config"])
     elif init is not None:

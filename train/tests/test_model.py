@@ -148,4 +148,3 @@ def test_grown_model_computes_what_it_grew_from_then_learns_in_its_new_layers():
     assert big.layers[1].mlp.down_proj.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="multiple of 2"):
         grow_depth(cfg, small.state_dict(), 5)
-
