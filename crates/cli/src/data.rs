@@ -6,6 +6,7 @@
 //! ulm data --stage sft                    # runs/data/sft: assistant-style chats only
 //! ulm data --stage sft --mix openers      # single exchanges cut to their first 24 words
 //! ulm data --stage lm --out /tmp/lm --tokenizer data/tokenizer/tokenizer.json
+//! ulm data --stage pref --distill-corpus corpus/student5 --out runs/data/pref   # DPO pairs
 //! ```
 //! Sources: the assets fetched by scripts/fetch-assets.sh and the distilled pairs (packed
 //! `corpus/distill/*.jsonl.gz` plus the working file of a running `ulm distill`). The logic lives
@@ -17,6 +18,7 @@ use anyhow::{Context, Result, bail};
 use ulm_data::build::{Corpus, Settings, SftMix, assemble, write_shards};
 use ulm_data::distilled::{Finish, Pair, STUDENT_SUFFIX};
 use ulm_data::eval::{dev_prompts, read_jsonl, write_jsonl};
+use ulm_data::pref::{PrefSettings, pairs_of, write_pref};
 use ulm_data::render::Stage;
 use ulm_data::{Split, sources};
 
@@ -51,6 +53,8 @@ pub struct Inputs {
 enum StageArg {
     Lm,
     Sft,
+    /// Preference pairs from the student's scored candidates (`ulm_data::pref`).
+    Pref,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -99,6 +103,13 @@ pub struct Args {
     /// (`ulm distill --student`, ids `<id>#student`) this many times, instead of --topic-repeat.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
     student_repeat: u16,
+    /// `pref` only: a less likely opener makes a pair with the chosen one when the scorer's
+    /// mean LL per token differs by at least this (nats).
+    #[arg(long, default_value_t = 0.5)]
+    pref_margin: f64,
+    /// `pref` only: pairs per prompt at most (worst rejected first).
+    #[arg(long, default_value_t = 2)]
+    pref_per_prompt: usize,
     #[command(flatten)]
     inputs: Inputs,
 }
@@ -122,7 +133,8 @@ pub fn run(a: Args) -> Result<()> {
     let stage = match a.stage {
         Some(StageArg::Lm) => Stage::Lm,
         Some(StageArg::Sft) => Stage::Sft,
-        None => bail!("pass --stage lm, --stage sft or --eval-prompts"),
+        Some(StageArg::Pref) => return build_pref(&a),
+        None => bail!("pass --stage lm, --stage sft, --stage pref or --eval-prompts"),
     };
     let mut settings = Settings::for_stage(stage);
     settings.seed = a.seed;
@@ -142,6 +154,55 @@ pub fn run(a: Args) -> Result<()> {
     let m = write_shards(&corpus, &a.tokenizer, &out, &settings)?;
     print_summary(&m);
     eprintln!("{}: {} shards, manifest.json ({:.1} s)", out.display(), m.shards.len(), t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Longest prompt + opener of a preference pair (tokens; the training window of the μLMs).
+const PREF_MAX_TOKENS: usize = 256;
+
+/// `--stage pref`: preference pairs from every student record that kept its candidates.
+fn build_pref(a: &Args) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    let settings = PrefSettings {
+        min_chosen_ll: a.inputs.min_student_ll.unwrap_or(PrefSettings::default().min_chosen_ll),
+        margin: a.pref_margin,
+        max_per_prompt: a.pref_per_prompt,
+    };
+    let mut records = Vec::new();
+    for (i, corpus) in a.inputs.distill_corpus.iter().enumerate() {
+        let working = if i == 0 { a.inputs.distill_working.as_path() } else { Path::new("/nonexistent") };
+        records.extend(distill::read_records(corpus, working)?);
+    }
+    let eval: std::collections::HashSet<String> =
+        if a.inputs.eval.exists() { read_jsonl(&a.inputs.eval)?.into_iter().map(|p| p.prompt).collect() } else { Default::default() };
+    let with = records.iter().filter(|r| !r.candidates.is_empty()).count();
+    if with == 0 {
+        bail!(
+            "no record in {:?} keeps its candidates: pairs need a round of `ulm distill --student` made since session 20 \
+             (older rounds kept only the best opener)",
+            a.inputs.distill_corpus
+        );
+    }
+    let pairs: Vec<_> = records
+        .iter()
+        .filter(|r| !eval.contains(&r.prompt))
+        .flat_map(|r| pairs_of(&r.id, &r.prompt, &r.candidates, &settings))
+        .collect();
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs/data/pref"));
+    let tok = ulm_data::tokenizer::load(&a.tokenizer)?;
+    let m = write_pref(&pairs, &a.tokenizer, &tok, &out, PREF_MAX_TOKENS, &settings)?;
+    let prompts = pairs.iter().map(|p| p.id.as_str()).collect::<std::collections::HashSet<_>>().len();
+    eprintln!(
+        "{} records with candidates; {} pairs from {prompts} prompts ({} train, {} held out; {:?}; {} too long) -> {} ({:.1} s)",
+        with,
+        pairs.len(),
+        m.train_pairs,
+        m.heldout_pairs,
+        m.why,
+        m.too_long,
+        out.display(),
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -242,6 +303,7 @@ mod tests {
             system: None,
             tries: None,
             scorer_ll: ll,
+            candidates: Vec::new(),
         }
     }
 

@@ -191,6 +191,10 @@ pub struct Record {
     /// With `--student`: the kept opener's mean log-likelihood per token under the scorer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scorer_ll: Option<f64>,
+    /// With `--student` (since session 20): every distinct opener the student wrote, kept one
+    /// included, best first — the material of preference pairs (`ulm data --stage pref`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<ulm_data::pref::Candidate>,
 }
 
 /// Which stored replies `--redo` asks again.
@@ -418,6 +422,7 @@ async fn ask(client: &reqwest::Client, a: &Args, p: Prompt) -> Result<Record> {
         system: a.system.clone(),
         tries: (tries > 1).then_some(tries),
         scorer_ll: None,
+        candidates: Vec::new(),
     })
 }
 

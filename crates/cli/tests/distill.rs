@@ -173,6 +173,13 @@ fn student_openers_scored_by_the_teacher_are_stored_and_resume() {
         assert!(ll < 0.0 && ll > -20.0, "a mean log-likelihood per token: {r}");
         assert_eq!(r["tries"].as_u64(), Some(3), "{r}");
         assert!(r["teacher"].as_str().unwrap().contains("best of 3"), "{r}");
+        // Every distinct opener is kept with the scorer's judgement, the kept one first.
+        let c = r["candidates"].as_array().unwrap();
+        assert!((1..=3).contains(&c.len()), "{r}");
+        assert_eq!(c[0]["text"].as_str(), Some(reply), "{r}");
+        assert_eq!(c[0]["ll"].as_f64(), Some(ll), "{r}");
+        let key = |c: &Value| (!c["loops"].as_bool().unwrap(), c["topic"].as_bool().unwrap(), c["ll"].as_f64().unwrap());
+        assert!(c.windows(2).all(|w| key(&w[0]) >= key(&w[1])), "best first: {r}");
     }
     let ids = |v: &[Value]| v.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect::<HashSet<_>>();
     assert!(ids(&a).is_disjoint(&ids(&b)), "the shards share no prompt");
@@ -181,6 +188,31 @@ fn student_openers_scored_by_the_teacher_are_stored_and_resume() {
     let again = records(&dir.join("a.jsonl"));
     assert_eq!(again.len(), 5);
     assert_eq!(ids(&again).len(), 5);
+    // Preference pairs from those candidates: the prompt ids are exactly what the runtime feeds
+    // the model for that message, the openers' ids are the tokenizer's.
+    let o = Command::new(env!("CARGO_BIN_EXE_ulm"))
+        .current_dir(root())
+        .args(["data", "--stage", "pref", "--pref-margin", "0", "--min-student-ll", "-99", "--tokenizer", "models/ulm-8m/tokenizer.json"])
+        .args(["--distill-corpus", dir.join("corpus").to_str().unwrap(), "--distill-working", dir.join("a.jsonl").to_str().unwrap()])
+        .args(["--out", dir.join("pref").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "ulm data --stage pref failed: {err}");
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("pref/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["stage"], "pref");
+    let mut pairs = records(&dir.join("pref/pref-train.jsonl"));
+    pairs.extend(records(&dir.join("pref/pref-heldout.jsonl")));
+    let with_two = again.iter().filter(|r| r["candidates"].as_array().unwrap().len() >= 2).count();
+    assert!(with_two > 0 && !pairs.is_empty(), "{with_two} prompts with two openers, {} pairs: {err}", pairs.len());
+    let lm = ulm_runtime::generate::LoadedModel::open(&root().join("models/ulm-8m"), ulm_runtime::Precision::Int8, Some(512)).unwrap();
+    let prompts: Vec<Vec<u32>> = again.iter().map(|r| lm.chat_prompt(r["prompt"].as_str().unwrap()).unwrap()).collect();
+    for p in &pairs {
+        let ids = |k: &str| p[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect::<Vec<u32>>();
+        assert!(prompts.contains(&ids("prompt")), "{p}");
+        assert_ne!(ids("chosen"), ids("rejected"), "{p}");
+        assert!(again.iter().any(|r| r["reply"].as_str() == Some(lm.tokenizer.decode(&ids("chosen")).unwrap().as_str())), "chosen = a kept opener: {p}");
+    }
     // A scorer that does not exist is named in the error.
     let o = Command::new(env!("CARGO_BIN_EXE_ulm"))
         .current_dir(root())

@@ -159,6 +159,19 @@ impl<'a> Renderer<'a> {
         Ok(())
     }
 
+    /// Appends the prompt the runtime feeds the model for one user message, all class 0: the
+    /// user turn, then `<|im_start|>assistant\n` (the reply's tokens follow it).
+    pub fn prompt(&self, user: &str, out: &mut Tokens) -> Result<()> {
+        out.push(IM_START_ID, CLASS_NONE);
+        out.extend(&self.user_header, CLASS_NONE);
+        out.extend(&encode(self.tok, user)?, CLASS_NONE);
+        out.push(IM_END_ID, CLASS_NONE);
+        out.extend(&self.newline, CLASS_NONE);
+        out.push(IM_START_ID, CLASS_NONE);
+        out.extend(&self.assistant_header, CLASS_NONE);
+        Ok(())
+    }
+
     /// Appends a plain text and `<|endoftext|>`, all class 1.
     pub fn text(&self, text: &str, out: &mut Tokens) -> Result<()> {
         out.extend(&encode(self.tok, text)?, CLASS_NORMAL);

@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use ulm_data::distilled::STUDENT_SUFFIX;
+use ulm_data::pref::Candidate;
 use ulm_data::prompts::Prompt;
 use ulm_eval::score;
 use ulm_runtime::copy::CopyBoost;
@@ -108,7 +109,13 @@ pub fn run(a: Args, prompts: Vec<Prompt>, student: &str) -> Result<()> {
             let rank = Fit::of(&p.text, &text).rank();
             seen.push(Scored { text, finish, seed, ll: sco.ll_sum / sco.tokens.max(1) as f64, rank });
         }
-        let best = seen.into_iter().max_by(|x, y| (x.rank, x.ll).partial_cmp(&(y.rank, y.ll)).unwrap_or(std::cmp::Ordering::Equal));
+        // Best first: not looping, then naming the topic, then the scorer's mean LL.
+        seen.sort_by(|x, y| (y.rank, y.ll).partial_cmp(&(x.rank, x.ll)).unwrap_or(std::cmp::Ordering::Equal));
+        let candidates: Vec<Candidate> = seen
+            .iter()
+            .map(|c| Candidate { text: c.text.clone(), ll: round4(c.ll), topic: c.rank.1, loops: !c.rank.0 })
+            .collect();
+        let best = seen.into_iter().next();
         // A prompt whose best opener the scorer finds implausible is stored with an empty reply:
         // done (a restart does not ask it again), and dropped by `ulm data` as empty.
         let (reply, finish, seed, ll) = match best {
@@ -135,7 +142,8 @@ pub fn run(a: Args, prompts: Vec<Prompt>, student: &str) -> Result<()> {
             ms: t0.elapsed().as_millis() as u64,
             system: None,
             tries: Some(a.candidates),
-            scorer_ll: ll.map(|x| (x * 1e4).round() / 1e4),
+            scorer_ll: ll.map(round4),
+            candidates,
         };
         out.write_all((serde_json::to_string(&rec)? + "\n").as_bytes())?;
         out.flush()?;
@@ -149,6 +157,10 @@ pub fn run(a: Args, prompts: Vec<Prompt>, student: &str) -> Result<()> {
     bar.finish();
     eprintln!("{scored_n} openers scored, {kept_n} kept (mean LL {:.3}) in {:.1} s", ll_sum / kept_n.max(1) as f64, start.elapsed().as_secs_f64());
     Ok(())
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
 }
 
 #[cfg(test)]

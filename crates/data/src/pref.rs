@@ -1,0 +1,270 @@
+//! Preference pairs from the student's own openers: for `train/pref.py` (DPO).
+//!
+//! ```no_run
+//! use ulm_data::pref::{Candidate, PrefSettings, pairs_of};
+//! let cands = vec![
+//!     Candidate { text: "A banjo is a stringed instrument with".into(), ll: -0.9, topic: true, loops: false },
+//!     Candidate { text: "I'm not sure what you mean, but".into(), ll: -1.2, topic: false, loops: false },
+//! ];
+//! let pairs = pairs_of("wordnet-q:n:banjo#student", "What is a banjo?", &cands, &PrefSettings::default());
+//! assert_eq!(pairs[0].rejected, "I'm not sure what you mean, but");
+//! ```
+//!
+//! `ulm distill --student` keeps every distinct opener the μLM wrote to a prompt with the scorer's
+//! judgement ([`Candidate`]). Supervised training on the best one (the on-policy mix) stopped
+//! paying after one round; a pair says more: *this* opener rather than *that* one, to the same
+//! prompt, both written by the model itself. The chosen opener is the best by the ranking of
+//! `ulm distill` (not looping, then naming the topic, then the scorer's mean log-likelihood) if it
+//! is a training target at all (no loop, likely enough, no echo or drift: [`crate::distilled`]);
+//! each rejected one is worse for a reason a reader would give ([`Why`]), worst first.
+//!
+//! Written as `pref-train.jsonl` and `pref-heldout.jsonl` (one pair per line: token ids of the
+//! prompt as the runtime renders it, up to and including `<|im_start|>assistant\n`, and of both
+//! openers, no end of turn: the openers are cut at a word count) beside `manifest.json`.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tokenizers::Tokenizer;
+
+use crate::distilled::{Finish, Pair, Verdict};
+use crate::render::{Renderer, Stage, Tokens};
+use crate::split::Split;
+use crate::tokenizer::encode;
+use crate::{Error, Result};
+
+/// One opener the student wrote to a prompt, as the scorer judged it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Candidate {
+    /// The opener.
+    pub text: String,
+    /// Mean log-likelihood per token under the scorer (nats).
+    pub ll: f64,
+    /// It names the question's topic (`ulm_runtime::generate::Fit`).
+    pub topic: bool,
+    /// It repeats a pair of words, or a word runs on.
+    pub loops: bool,
+}
+
+impl Candidate {
+    /// Greater is better: not looping, then naming the topic, then the scorer's LL.
+    fn key(&self) -> (bool, bool, f64) {
+        (!self.loops, self.topic, self.ll)
+    }
+}
+
+/// Why the rejected opener of a pair is worse than the chosen one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Why {
+    /// It loops; the chosen one does not.
+    Loops,
+    /// It does not name the topic; the chosen one does.
+    OffTopic,
+    /// Both are alike by those tests, but the scorer finds it less likely by at least the margin.
+    LessLikely,
+}
+
+/// How pairs are chosen.
+#[derive(Clone, Debug, Serialize)]
+pub struct PrefSettings {
+    /// A chosen opener less likely than this under the scorer (nats per token) makes no pair.
+    pub min_chosen_ll: f64,
+    /// [`Why::LessLikely`] needs the chosen opener this much more likely (nats per token).
+    pub margin: f64,
+    /// Pairs per prompt at most (the worst rejected first).
+    pub max_per_prompt: usize,
+}
+
+impl Default for PrefSettings {
+    fn default() -> Self {
+        PrefSettings { min_chosen_ll: -2.0, margin: 0.5, max_per_prompt: 2 }
+    }
+}
+
+/// One preference pair.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PrefPair {
+    /// Record id of the prompt.
+    pub id: String,
+    /// The user's message.
+    pub prompt: String,
+    /// The better opener.
+    pub chosen: String,
+    /// The worse opener.
+    pub rejected: String,
+    /// Their scorer LLs.
+    pub chosen_ll: f64,
+    /// See `chosen_ll`.
+    pub rejected_ll: f64,
+    /// Why `rejected` is worse.
+    pub why: Why,
+}
+
+/// The pairs of one prompt's candidates (any order), worst rejected first.
+pub fn pairs_of(id: &str, prompt: &str, candidates: &[Candidate], s: &PrefSettings) -> Vec<PrefPair> {
+    let mut c: Vec<&Candidate> = candidates.iter().filter(|c| !c.text.trim().is_empty()).collect();
+    c.sort_by(|x, y| y.key().partial_cmp(&x.key()).unwrap_or(std::cmp::Ordering::Equal));
+    let Some(&best) = c.first() else { return Vec::new() };
+    let target = Pair { id: id.into(), source: String::new(), prompt: prompt.into(), reply: best.text.clone(), finish: Finish::Length };
+    if best.loops || best.ll < s.min_chosen_ll || target.verdict() != Verdict::Keep {
+        return Vec::new();
+    }
+    let why = |r: &Candidate| {
+        if r.loops {
+            Some(Why::Loops)
+        } else if best.topic && !r.topic {
+            Some(Why::OffTopic)
+        } else if best.ll - r.ll >= s.margin {
+            Some(Why::LessLikely)
+        } else {
+            None
+        }
+    };
+    c[1..]
+        .iter()
+        .rev() // worst first
+        .filter_map(|r| why(r).map(|w| (r, w)))
+        .take(s.max_per_prompt)
+        .map(|(r, why)| PrefPair {
+            id: id.into(),
+            prompt: prompt.into(),
+            chosen: best.text.clone(),
+            rejected: r.text.clone(),
+            chosen_ll: best.ll,
+            rejected_ll: r.ll,
+            why,
+        })
+        .collect()
+}
+
+/// One line of `pref-<split>.jsonl`: token ids.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct PrefIds {
+    /// The prompt, rendered as the runtime feeds it (ending with `<|im_start|>assistant\n`).
+    pub prompt: Vec<u32>,
+    /// The chosen opener.
+    pub chosen: Vec<u32>,
+    /// The rejected opener.
+    pub rejected: Vec<u32>,
+    /// Why `rejected` is worse.
+    pub why: Why,
+}
+
+/// `manifest.json` of a preference data folder.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct PrefManifest {
+    /// Always `pref`.
+    pub stage: String,
+    /// Vocabulary size of the tokenizer.
+    pub vocab_size: usize,
+    /// Tokenizer file, relative to the folder.
+    pub tokenizer: String,
+    /// `pref-train.jsonl`.
+    pub train: String,
+    /// `pref-heldout.jsonl`.
+    pub heldout: String,
+    /// Pairs in each.
+    pub train_pairs: usize,
+    /// See `train_pairs`.
+    pub heldout_pairs: usize,
+    /// Pairs by [`Why`] (both splits): loops, off-topic, less-likely.
+    pub why: std::collections::BTreeMap<String, usize>,
+    /// Pairs left out because prompt and opener exceed the window.
+    pub too_long: usize,
+    /// The settings that chose the pairs.
+    pub settings: serde_json::Value,
+}
+
+/// Writes `pairs` as token ids into `dir` (split by [`Pair::split`] of their id), with the
+/// tokenizer and `manifest.json`; pairs longer than `max_tokens` in all are left out.
+pub fn write_pref(pairs: &[PrefPair], tok_path: &Path, tok: &Tokenizer, dir: &Path, max_tokens: usize, settings: &PrefSettings) -> Result<PrefManifest> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Write { path: dir.into(), source })?;
+    let r = Renderer::new(tok, Stage::Sft)?;
+    let (mut train, mut heldout) = (String::new(), String::new());
+    let mut m = PrefManifest {
+        stage: "pref".into(),
+        vocab_size: tok.get_vocab_size(true),
+        tokenizer: "tokenizer.json".into(),
+        train: "pref-train.jsonl".into(),
+        heldout: "pref-heldout.jsonl".into(),
+        train_pairs: 0,
+        heldout_pairs: 0,
+        why: Default::default(),
+        too_long: 0,
+        settings: serde_json::to_value(settings).expect("settings serialize"),
+    };
+    let mut prompt = Tokens::default();
+    for p in pairs {
+        prompt.clear();
+        r.prompt(&p.prompt, &mut prompt)?;
+        let ids = PrefIds { prompt: prompt.ids.clone(), chosen: encode(tok, &p.chosen)?, rejected: encode(tok, &p.rejected)?, why: p.why };
+        if ids.prompt.len() + ids.chosen.len().max(ids.rejected.len()) > max_tokens {
+            m.too_long += 1;
+            continue;
+        }
+        let split = Pair { id: p.id.clone(), source: String::new(), prompt: String::new(), reply: String::new(), finish: Finish::Length }.split();
+        let line = serde_json::to_string(&ids).expect("ids serialize") + "\n";
+        if split == Split::Heldout {
+            heldout.push_str(&line);
+            m.heldout_pairs += 1;
+        } else {
+            train.push_str(&line);
+            m.train_pairs += 1;
+        }
+        *m.why.entry(serde_json::to_value(p.why).expect("why serializes").as_str().unwrap_or("?").to_string()).or_default() += 1;
+    }
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|source| Error::Write { path, source })
+    };
+    write(&m.train, &train)?;
+    write(&m.heldout, &heldout)?;
+    std::fs::copy(tok_path, dir.join(&m.tokenizer)).map_err(|source| Error::Write { path: dir.join(&m.tokenizer), source })?;
+    write("manifest.json", &(serde_json::to_string_pretty(&m).expect("manifest serializes") + "\n"))?;
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(text: &str, ll: f64, topic: bool, loops: bool) -> Candidate {
+        Candidate { text: text.into(), ll, topic, loops }
+    }
+
+    #[test]
+    fn the_best_is_chosen_and_the_worst_rejected_first_for_a_reason() {
+        let cands = [
+            cand("I like it a lot, and", -1.0, false, false),
+            cand("A banjo is a stringed instrument with", -1.1, true, false),
+            cand("A banjo is a kind of thing", -1.3, true, false), // within the margin: no pair
+            cand("A banjo banjo banjo banjo", -0.4, true, true),
+            cand("A banjo is, well, a banjo that", -1.9, true, false),
+        ];
+        let p = pairs_of("x", "What is a banjo?", &cands, &PrefSettings { max_per_prompt: 9, ..PrefSettings::default() });
+        let got: Vec<(&str, Why)> = p.iter().map(|p| (p.rejected.as_str(), p.why)).collect();
+        assert_eq!(
+            got,
+            [("A banjo banjo banjo banjo", Why::Loops), ("I like it a lot, and", Why::OffTopic), ("A banjo is, well, a banjo that", Why::LessLikely)]
+        );
+        assert!(p.iter().all(|p| p.chosen == "A banjo is a stringed instrument with"));
+        let two = pairs_of("x", "What is a banjo?", &cands, &PrefSettings::default());
+        assert_eq!(two.len(), 2);
+        assert_eq!(two[0].why, Why::Loops);
+    }
+
+    #[test]
+    fn no_pair_when_the_best_is_no_training_target() {
+        let s = PrefSettings::default();
+        // Too unlikely.
+        assert!(pairs_of("x", "What is a banjo?", &[cand("A banjo is odd", -2.5, true, false), cand("Hm", -3.9, false, false)], &s).is_empty());
+        // Drifts into rewriting a sentence nobody gave.
+        let drift = [cand("The original sentence is: The new employee", -0.5, false, false), cand("Banjo", -3.0, true, true)];
+        assert!(pairs_of("x", "What is a banjo?", &drift, &s).is_empty());
+        // Every candidate loops.
+        assert!(pairs_of("x", "What is a banjo?", &[cand("a b a b", -0.5, true, true), cand("c d c d", -0.9, true, true)], &s).is_empty());
+        // One candidate: nothing to prefer it to.
+        assert!(pairs_of("x", "What is a banjo?", &[cand("A banjo is fun", -0.5, true, false)], &s).is_empty());
+    }
+}
