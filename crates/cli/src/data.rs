@@ -110,6 +110,9 @@ pub struct Args {
     /// `pref` only: pairs per prompt at most (worst rejected first).
     #[arg(long, default_value_t = 2)]
     pref_per_prompt: usize,
+    /// `pref` only: let a hedge ("I'm not sure what you're asking, but…") be the chosen opener.
+    #[arg(long)]
+    pref_hedge_chosen: bool,
     #[command(flatten)]
     inputs: Inputs,
 }
@@ -167,6 +170,7 @@ fn build_pref(a: &Args) -> Result<()> {
         min_chosen_ll: a.inputs.min_student_ll.unwrap_or(PrefSettings::default().min_chosen_ll),
         margin: a.pref_margin,
         max_per_prompt: a.pref_per_prompt,
+        hedge_chosen: a.pref_hedge_chosen,
     };
     let mut records = Vec::new();
     for (i, corpus) in a.inputs.distill_corpus.iter().enumerate() {

@@ -53,6 +53,17 @@ impl Candidate {
     }
 }
 
+/// Openings of a hedge: an opener that says nothing about the question ("I'm not sure what you're
+/// asking, but…"). SmolLM2 finds them likely, so when no candidate names the topic the best one
+/// is often a hedge; as a chosen opener it taught DPO to hedge (docs/models/ulm-8m.md, session 20).
+const HEDGES: &[&str] = &["i'm not sure", "i'm sorry, but", "i'm sorry, i", "i'm not familiar", "i don't know"];
+
+/// True if `text` opens with a hedge ([`HEDGES`], case ignored).
+pub fn is_hedge(text: &str) -> bool {
+    let t = text.trim_start().to_lowercase().replace('\u{2019}', "'");
+    HEDGES.iter().any(|h| t.starts_with(h))
+}
+
 /// Why the rejected opener of a pair is worse than the chosen one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -74,11 +85,13 @@ pub struct PrefSettings {
     pub margin: f64,
     /// Pairs per prompt at most (the worst rejected first).
     pub max_per_prompt: usize,
+    /// Let a hedge ([`is_hedge`]) be the chosen opener (session 20's first round did; since, no).
+    pub hedge_chosen: bool,
 }
 
 impl Default for PrefSettings {
     fn default() -> Self {
-        PrefSettings { min_chosen_ll: -2.0, margin: 0.5, max_per_prompt: 2 }
+        PrefSettings { min_chosen_ll: -2.0, margin: 0.5, max_per_prompt: 2, hedge_chosen: false }
     }
 }
 
@@ -107,7 +120,7 @@ pub fn pairs_of(id: &str, prompt: &str, candidates: &[Candidate], s: &PrefSettin
     c.sort_by(|x, y| y.key().partial_cmp(&x.key()).unwrap_or(std::cmp::Ordering::Equal));
     let Some(&best) = c.first() else { return Vec::new() };
     let target = Pair { id: id.into(), source: String::new(), prompt: prompt.into(), reply: best.text.clone(), finish: Finish::Length };
-    if best.loops || best.ll < s.min_chosen_ll || target.verdict() != Verdict::Keep {
+    if best.loops || best.ll < s.min_chosen_ll || target.verdict() != Verdict::Keep || (!s.hedge_chosen && is_hedge(&best.text)) {
         return Vec::new();
     }
     let why = |r: &Candidate| {
@@ -262,6 +275,13 @@ mod tests {
         // Drifts into rewriting a sentence nobody gave.
         let drift = [cand("The original sentence is: The new employee", -0.5, false, false), cand("Banjo", -3.0, true, true)];
         assert!(pairs_of("x", "What is a banjo?", &drift, &s).is_empty());
+        // The best is a hedge: preferring it to an opener off the topic teaches the model to hedge.
+        let hedge = [cand("I'm not sure what you mean, but", -0.8, false, false), cand("The sky is blue and", -1.9, false, false)];
+        assert!(pairs_of("x", "What is a banjo?", &hedge, &s).is_empty());
+        assert_eq!(pairs_of("x", "What is a banjo?", &hedge, &PrefSettings { hedge_chosen: true, ..s.clone() }).len(), 1);
+        // A hedge is rejected when a candidate names the topic.
+        let named = [cand("I'm not sure what you mean, but", -0.8, false, false), cand("A banjo is a stringed", -1.0, true, false)];
+        assert_eq!(pairs_of("x", "What is a banjo?", &named, &s)[0].why, Why::OffTopic);
         // Every candidate loops.
         assert!(pairs_of("x", "What is a banjo?", &[cand("a b a b", -0.5, true, true), cand("c d c d", -0.9, true, true)], &s).is_empty());
         // One candidate: nothing to prefer it to.
