@@ -1,7 +1,7 @@
 """Preference training (DPO) of a μLM on pairs of its own openers.
 
     ulm data --stage pref --distill-corpus corpus/student5 --out runs/data/pref
-    scripts/pref.sh --data runs/data/pref --init models/ulm-8m --out runs/ulm-8m-pref --max-steps 300
+    scripts/train.sh pref --data runs/data/pref --init models/ulm-8m --out runs/ulm-8m-pref --max-steps 300
     train/.venv/bin/python train/export.py --ckpt runs/ulm-8m-pref --out runs/ulm-8m-pref-hf --dtype f16
 
 Each pair is one prompt with two openers the model wrote itself, the one the teacher preferred and

@@ -76,6 +76,17 @@ pub enum Why {
     LessLikely,
 }
 
+impl Why {
+    /// `loops`, `off-topic` or `less-likely` (as in `pref-*.jsonl`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Why::Loops => "loops",
+            Why::OffTopic => "off-topic",
+            Why::LessLikely => "less-likely",
+        }
+    }
+}
+
 /// How pairs are chosen.
 #[derive(Clone, Debug, Serialize)]
 pub struct PrefSettings {
@@ -225,7 +236,7 @@ pub fn write_pref(pairs: &[PrefPair], tok_path: &Path, tok: &Tokenizer, dir: &Pa
             train.push_str(&line);
             m.train_pairs += 1;
         }
-        *m.why.entry(serde_json::to_value(p.why).expect("why serializes").as_str().unwrap_or("?").to_string()).or_default() += 1;
+        *m.why.entry(p.why.name().to_string()).or_default() += 1;
     }
     let write = |name: &str, text: &str| {
         let path = dir.join(name);
@@ -265,6 +276,9 @@ mod tests {
         let two = pairs_of("x", "What is a banjo?", &cands, &PrefSettings::default());
         assert_eq!(two.len(), 2);
         assert_eq!(two[0].why, Why::Loops);
+        for w in [Why::Loops, Why::OffTopic, Why::LessLikely] {
+            assert_eq!(serde_json::to_value(w).unwrap(), w.name(), "the name is the serialized one");
+        }
     }
 
     #[test]
