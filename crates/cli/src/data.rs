@@ -172,11 +172,7 @@ fn build_pref(a: &Args) -> Result<()> {
         max_per_prompt: a.pref_per_prompt,
         hedge_chosen: a.pref_hedge_chosen,
     };
-    let mut records = Vec::new();
-    for (i, corpus) in a.inputs.distill_corpus.iter().enumerate() {
-        let working = if i == 0 { a.inputs.distill_working.as_path() } else { Path::new("/nonexistent") };
-        records.extend(distill::read_records(corpus, working)?);
-    }
+    let records = read_all_records(&a.inputs)?;
     let eval: std::collections::HashSet<String> =
         if a.inputs.eval.exists() { read_jsonl(&a.inputs.eval)?.into_iter().map(|p| p.prompt).collect() } else { Default::default() };
     let with = records.iter().filter(|r| !r.candidates.is_empty()).count();
@@ -221,15 +217,7 @@ fn build_dev_set(assets: &Path) -> Result<Vec<ulm_data::eval::EvalPrompt>> {
 /// Every source and distilled pair, cleaned and deduplicated, with the dev prompts removed.
 pub fn load_corpus(inputs: &Inputs, settings: &Settings) -> Result<Corpus> {
     let docs = sources::load_all(&inputs.assets)?;
-    let mut records = Vec::new();
-    for (i, corpus) in inputs.distill_corpus.iter().enumerate() {
-        // The working file once, with the first folder.
-        let working = if i == 0 { inputs.distill_working.as_path() } else { Path::new("/nonexistent") };
-        records.extend(
-            distill::read_records(corpus, working)
-                .with_context(|| format!("reading distilled records from {} and {}", corpus.display(), working.display()))?,
-        );
-    }
+    let mut records = read_all_records(inputs)?;
     let (loops, weak) = keep_students(&mut records, inputs.min_student_ll);
     if loops > 0 {
         eprintln!("{loops} of the student's openers loop (a pair of words said twice, a word that runs on): left out");
@@ -248,6 +236,20 @@ pub fn load_corpus(inputs: &Inputs, settings: &Settings) -> Result<Corpus> {
         build_dev_set(&inputs.assets)?.into_iter().map(|p| p.prompt).collect()
     };
     Ok(assemble(docs, pairs, &eval, settings))
+}
+
+/// Every distilled record of every `--distill-corpus` folder, and of the working file (read once,
+/// with the first folder).
+fn read_all_records(inputs: &Inputs) -> Result<Vec<distill::Record>> {
+    let mut records = Vec::new();
+    for (i, corpus) in inputs.distill_corpus.iter().enumerate() {
+        let working = if i == 0 { inputs.distill_working.as_path() } else { Path::new("/nonexistent") };
+        records.extend(
+            distill::read_records(corpus, working)
+                .with_context(|| format!("reading distilled records from {} and {}", corpus.display(), working.display()))?,
+        );
+    }
+    Ok(records)
 }
 
 /// Drops the student's openers (`ulm distill --student`) that are no training target: those that
