@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use ulm_data::build::{Corpus, Settings, SftMix, assemble, write_shards};
 use ulm_data::distilled::{Finish, Pair, STUDENT_SUFFIX};
 use ulm_data::eval::{dev_prompts, read_jsonl, write_jsonl};
-use ulm_data::pref::{PrefSettings, pairs_of, write_pref};
+use ulm_data::pref::{PrefSettings, Stock, pairs_of, write_pref};
 use ulm_data::render::Stage;
 use ulm_data::{Split, sources};
 
@@ -113,6 +113,14 @@ pub struct Args {
     /// `pref` only: let a hedge ("I'm not sure what you're asking, but…") be the chosen opener.
     #[arg(long)]
     pref_hedge_chosen: bool,
+    /// `pref` only: choose only an opener that names the question's topic.
+    #[arg(long)]
+    pref_topic_chosen: bool,
+    /// `pref` only: an opening (first four words) that the student wrote to at least this many
+    /// prompts, sharing no word with the prompt at hand, is stock: rejected, never chosen
+    /// (`ulm_data::pref::Stock`; 0: off).
+    #[arg(long, default_value_t = 0)]
+    pref_stock: usize,
     #[command(flatten)]
     inputs: Inputs,
 }
@@ -171,6 +179,8 @@ fn build_pref(a: &Args) -> Result<()> {
         margin: a.pref_margin,
         max_per_prompt: a.pref_per_prompt,
         hedge_chosen: a.pref_hedge_chosen,
+        topic_chosen: a.pref_topic_chosen,
+        stock_min_prompts: a.pref_stock,
     };
     let records = read_all_records(&a.inputs)?;
     let eval: std::collections::HashSet<String> =
@@ -183,11 +193,12 @@ fn build_pref(a: &Args) -> Result<()> {
             a.inputs.distill_corpus
         );
     }
-    let pairs: Vec<_> = records
-        .iter()
-        .filter(|r| !eval.contains(&r.prompt))
-        .flat_map(|r| pairs_of(&r.id, &r.prompt, &r.candidates, &settings))
-        .collect();
+    let asked: Vec<_> = records.iter().filter(|r| !eval.contains(&r.prompt)).collect();
+    let stock = Stock::count(asked.iter().map(|r| r.candidates.as_slice()), settings.stock_min_prompts);
+    if !stock.is_empty() {
+        eprintln!("{} openings are stock (written to {} prompts or more)", stock.len(), settings.stock_min_prompts);
+    }
+    let pairs: Vec<_> = asked.iter().flat_map(|r| pairs_of(&r.id, &r.prompt, &r.candidates, &settings, &stock)).collect();
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs/data/pref"));
     let tok = ulm_data::tokenizer::load(&a.tokenizer)?;
     let m = write_pref(&pairs, &a.tokenizer, &tok, &out, PREF_MAX_TOKENS, &settings)?;

@@ -213,6 +213,26 @@ fn student_openers_scored_by_the_teacher_are_stored_and_resume() {
         assert_ne!(ids("chosen"), ids("rejected"), "{p}");
         assert!(again.iter().any(|r| r["reply"].as_str() == Some(lm.tokenizer.decode(&ids("chosen")).unwrap().as_str())), "chosen = a kept opener: {p}");
     }
+    // Judged by topic: the chosen opener names it, and the settings are in the manifest.
+    let o = Command::new(env!("CARGO_BIN_EXE_ulm"))
+        .current_dir(root())
+        .args(["data", "--stage", "pref", "--pref-margin", "0", "--min-student-ll", "-99", "--tokenizer", "models/ulm-8m/tokenizer.json"])
+        .args(["--pref-topic-chosen", "--pref-stock", "2"])
+        .args(["--distill-corpus", dir.join("corpus").to_str().unwrap(), "--distill-working", dir.join("a.jsonl").to_str().unwrap()])
+        .args(["--out", dir.join("pref-topic").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "ulm data --stage pref --pref-topic-chosen failed: {err}");
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("pref-topic/manifest.json")).unwrap()).unwrap();
+    assert_eq!((manifest["settings"]["topic_chosen"].as_bool(), manifest["settings"]["stock_min_prompts"].as_u64()), (Some(true), Some(2)));
+    let mut pairs = records(&dir.join("pref-topic/pref-train.jsonl"));
+    pairs.extend(records(&dir.join("pref-topic/pref-heldout.jsonl")));
+    for p in &pairs {
+        let chosen = lm.tokenizer.decode(&p["chosen"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect::<Vec<_>>()).unwrap();
+        let c = again.iter().flat_map(|r| r["candidates"].as_array().unwrap()).find(|c| c["text"].as_str() == Some(chosen.as_str()));
+        assert_eq!(c.map(|c| c["topic"].as_bool()), Some(Some(true)), "the chosen opener names the topic: {p}");
+    }
     // A scorer that does not exist is named in the error.
     let o = Command::new(env!("CARGO_BIN_EXE_ulm"))
         .current_dir(root())

@@ -1,12 +1,12 @@
 //! Preference pairs from the student's own openers: for `train/pref.py` (DPO).
 //!
 //! ```no_run
-//! use ulm_data::pref::{Candidate, PrefSettings, pairs_of};
+//! use ulm_data::pref::{Candidate, PrefSettings, Stock, pairs_of};
 //! let cands = vec![
 //!     Candidate { text: "A banjo is a stringed instrument with".into(), ll: -0.9, topic: true, loops: false },
 //!     Candidate { text: "I'm not sure what you mean, but".into(), ll: -1.2, topic: false, loops: false },
 //! ];
-//! let pairs = pairs_of("wordnet-q:n:banjo#student", "What is a banjo?", &cands, &PrefSettings::default());
+//! let pairs = pairs_of("wordnet-q:n:banjo#student", "What is a banjo?", &cands, &PrefSettings::default(), &Stock::none());
 //! assert_eq!(pairs[0].rejected, "I'm not sure what you mean, but");
 //! ```
 //!
@@ -18,10 +18,17 @@
 //! is a training target at all (no loop, likely enough, no echo or drift: [`crate::distilled`]);
 //! each rejected one is worse for a reason a reader would give ([`Why`]), worst first.
 //!
+//! Preferring the likelier opener teaches the model whatever safe phrase the scorer likes (a hedge,
+//! "I'm sorry to hear that you're going through"; docs/models/ulm-8m.md, session 20). Two settings
+//! judge by the topic instead: [`PrefSettings::topic_chosen`] (the chosen opener names the topic)
+//! and [`Stock`] (an opening the student writes to many prompts, sharing no word with this one, is
+//! rejected and never chosen).
+//!
 //! Written as `pref-train.jsonl` and `pref-heldout.jsonl` (one pair per line: token ids of the
 //! prompt as the runtime renders it, up to and including `<|im_start|>assistant\n`, and of both
 //! openers, no end of turn: the openers are cut at a word count) beside `manifest.json`.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -70,6 +77,8 @@ pub fn is_hedge(text: &str) -> bool {
 pub enum Why {
     /// It loops; the chosen one does not.
     Loops,
+    /// It opens with a stock phrase ([`Stock`]); the chosen one does not.
+    Stock,
     /// It does not name the topic; the chosen one does.
     OffTopic,
     /// Both are alike by those tests, but the scorer finds it less likely by at least the margin.
@@ -77,10 +86,11 @@ pub enum Why {
 }
 
 impl Why {
-    /// `loops`, `off-topic` or `less-likely` (as in `pref-*.jsonl`).
+    /// `loops`, `stock`, `off-topic` or `less-likely` (as in `pref-*.jsonl`).
     pub fn name(self) -> &'static str {
         match self {
             Why::Loops => "loops",
+            Why::Stock => "stock",
             Why::OffTopic => "off-topic",
             Why::LessLikely => "less-likely",
         }
@@ -98,12 +108,84 @@ pub struct PrefSettings {
     pub max_per_prompt: usize,
     /// Let a hedge ([`is_hedge`]) be the chosen opener (session 20's first round did; since, no).
     pub hedge_chosen: bool,
+    /// Only an opener that names the topic is chosen (a prompt with none makes no pair).
+    pub topic_chosen: bool,
+    /// An opening shared by this many prompts' candidates is stock ([`Stock::count`]; 0: none is).
+    pub stock_min_prompts: usize,
 }
 
 impl Default for PrefSettings {
     fn default() -> Self {
-        PrefSettings { min_chosen_ll: -2.0, margin: 0.5, max_per_prompt: 2, hedge_chosen: false }
+        PrefSettings { min_chosen_ll: -2.0, margin: 0.5, max_per_prompt: 2, hedge_chosen: false, topic_chosen: false, stock_min_prompts: 0 }
     }
+}
+
+/// Openings the student writes whatever it is asked: "In the heart of the city", "I'm glad you're
+/// enjoying", "Dear [colleague_name], I hope". An opener is stock when its first [`Stock::WORDS`]
+/// words (case ignored) open candidates of at least `min_prompts` prompts and share no word of four
+/// letters or more with the prompt at hand ("The purpose of a" is stock for nothing it answers:
+/// "What is the purpose of a …?" names "purpose").
+#[derive(Clone, Debug, Default)]
+pub struct Stock {
+    openings: HashSet<String>,
+}
+
+impl Stock {
+    /// Words that make an opening.
+    pub const WORDS: usize = 4;
+
+    /// No opening is stock.
+    pub fn none() -> Stock {
+        Stock::default()
+    }
+
+    /// Counts the openings of every prompt's candidates (each opening once per prompt); those of
+    /// at least `min_prompts` prompts are stock (`min_prompts` 0: none is).
+    pub fn count<'a>(prompts: impl IntoIterator<Item = &'a [Candidate]>, min_prompts: usize) -> Stock {
+        if min_prompts == 0 {
+            return Stock::none();
+        }
+        let mut n: HashMap<String, usize> = HashMap::new();
+        for cands in prompts {
+            let set: HashSet<String> = cands.iter().map(|c| opening(&c.text)).filter(|o| !o.is_empty()).collect();
+            for o in set {
+                *n.entry(o).or_default() += 1;
+            }
+        }
+        Stock { openings: n.into_iter().filter(|&(_, k)| k >= min_prompts).map(|(o, _)| o).collect() }
+    }
+
+    /// How many openings are stock.
+    pub fn len(&self) -> usize {
+        self.openings.len()
+    }
+
+    /// True if no opening is stock.
+    pub fn is_empty(&self) -> bool {
+        self.openings.is_empty()
+    }
+
+    /// True if `text`, answering `prompt`, opens with a stock phrase.
+    pub fn is_stock(&self, text: &str, prompt: &str) -> bool {
+        let o = opening(text);
+        if !self.openings.contains(&o) {
+            return false;
+        }
+        let p = prompt.to_lowercase().replace('\u{2019}', "'");
+        let asked: HashSet<&str> = letters(&p).filter(|w| w.chars().count() >= 4).collect();
+        !letters(&o).any(|w| asked.contains(w))
+    }
+}
+
+/// The first [`Stock::WORDS`] words of `text`, lower case, with typographic apostrophes made plain.
+fn opening(text: &str) -> String {
+    let t = text.to_lowercase().replace('\u{2019}', "'");
+    t.split_whitespace().take(Stock::WORDS).collect::<Vec<_>>().join(" ")
+}
+
+/// Runs of letters in lower-case `text`.
+fn letters(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !c.is_alphabetic()).filter(|w| !w.is_empty())
 }
 
 /// One preference pair.
@@ -125,18 +207,28 @@ pub struct PrefPair {
     pub why: Why,
 }
 
-/// The pairs of one prompt's candidates (any order), worst rejected first.
-pub fn pairs_of(id: &str, prompt: &str, candidates: &[Candidate], s: &PrefSettings) -> Vec<PrefPair> {
+/// The pairs of one prompt's candidates (any order): the rejected by [`Why`] (loops first), then
+/// worst first.
+pub fn pairs_of(id: &str, prompt: &str, candidates: &[Candidate], s: &PrefSettings, stock: &Stock) -> Vec<PrefPair> {
     let mut c: Vec<&Candidate> = candidates.iter().filter(|c| !c.text.trim().is_empty()).collect();
     c.sort_by(|x, y| y.key().partial_cmp(&x.key()).unwrap_or(std::cmp::Ordering::Equal));
-    let Some(&best) = c.first() else { return Vec::new() };
+    let is_stock = |x: &Candidate| stock.is_stock(&x.text, prompt);
+    let Some(at) = c.iter().position(|x| !is_stock(x)) else { return Vec::new() };
+    let best = c.remove(at);
     let target = Pair { id: id.into(), source: String::new(), prompt: prompt.into(), reply: best.text.clone(), finish: Finish::Length };
-    if best.loops || best.ll < s.min_chosen_ll || target.verdict() != Verdict::Keep || (!s.hedge_chosen && is_hedge(&best.text)) {
+    if best.loops
+        || best.ll < s.min_chosen_ll
+        || target.verdict() != Verdict::Keep
+        || (!s.hedge_chosen && is_hedge(&best.text))
+        || (s.topic_chosen && !best.topic)
+    {
         return Vec::new();
     }
     let why = |r: &Candidate| {
         if r.loops {
             Some(Why::Loops)
+        } else if is_stock(r) {
+            Some(Why::Stock)
         } else if best.topic && !r.topic {
             Some(Why::OffTopic)
         } else if best.ll - r.ll >= s.margin {
@@ -145,10 +237,10 @@ pub fn pairs_of(id: &str, prompt: &str, candidates: &[Candidate], s: &PrefSettin
             None
         }
     };
-    c[1..]
-        .iter()
-        .rev() // worst first
-        .filter_map(|r| why(r).map(|w| (r, w)))
+    let mut rejected: Vec<(&Candidate, Why)> = c.iter().rev().filter_map(|&r| why(r).map(|w| (r, w))).collect(); // worst first
+    rejected.sort_by_key(|&(_, w)| w); // stable
+    rejected
+        .into_iter()
         .take(s.max_per_prompt)
         .map(|(r, why)| PrefPair {
             id: id.into(),
@@ -266,17 +358,17 @@ mod tests {
             cand("A banjo banjo banjo banjo", -0.4, true, true),
             cand("A banjo is, well, a banjo that", -1.9, true, false),
         ];
-        let p = pairs_of("x", "What is a banjo?", &cands, &PrefSettings { max_per_prompt: 9, ..PrefSettings::default() });
+        let p = pairs_of("x", "What is a banjo?", &cands, &PrefSettings { max_per_prompt: 9, ..PrefSettings::default() }, &Stock::none());
         let got: Vec<(&str, Why)> = p.iter().map(|p| (p.rejected.as_str(), p.why)).collect();
         assert_eq!(
             got,
             [("A banjo banjo banjo banjo", Why::Loops), ("I like it a lot, and", Why::OffTopic), ("A banjo is, well, a banjo that", Why::LessLikely)]
         );
         assert!(p.iter().all(|p| p.chosen == "A banjo is a stringed instrument with"));
-        let two = pairs_of("x", "What is a banjo?", &cands, &PrefSettings::default());
+        let two = pairs_of("x", "What is a banjo?", &cands, &PrefSettings::default(), &Stock::none());
         assert_eq!(two.len(), 2);
         assert_eq!(two[0].why, Why::Loops);
-        for w in [Why::Loops, Why::OffTopic, Why::LessLikely] {
+        for w in [Why::Loops, Why::Stock, Why::OffTopic, Why::LessLikely] {
             assert_eq!(serde_json::to_value(w).unwrap(), w.name(), "the name is the serialized one");
         }
     }
@@ -285,20 +377,59 @@ mod tests {
     fn no_pair_when_the_best_is_no_training_target() {
         let s = PrefSettings::default();
         // Too unlikely.
-        assert!(pairs_of("x", "What is a banjo?", &[cand("A banjo is odd", -2.5, true, false), cand("Hm", -3.9, false, false)], &s).is_empty());
+        assert!(pairs_of("x", "What is a banjo?", &[cand("A banjo is odd", -2.5, true, false), cand("Hm", -3.9, false, false)], &s, &Stock::none()).is_empty());
         // Drifts into rewriting a sentence nobody gave.
         let drift = [cand("The original sentence is: The new employee", -0.5, false, false), cand("Banjo", -3.0, true, true)];
-        assert!(pairs_of("x", "What is a banjo?", &drift, &s).is_empty());
+        assert!(pairs_of("x", "What is a banjo?", &drift, &s, &Stock::none()).is_empty());
         // The best is a hedge: preferring it to an opener off the topic teaches the model to hedge.
         let hedge = [cand("I'm not sure what you mean, but", -0.8, false, false), cand("The sky is blue and", -1.9, false, false)];
-        assert!(pairs_of("x", "What is a banjo?", &hedge, &s).is_empty());
-        assert_eq!(pairs_of("x", "What is a banjo?", &hedge, &PrefSettings { hedge_chosen: true, ..s.clone() }).len(), 1);
+        assert!(pairs_of("x", "What is a banjo?", &hedge, &s, &Stock::none()).is_empty());
+        assert_eq!(pairs_of("x", "What is a banjo?", &hedge, &PrefSettings { hedge_chosen: true, ..s.clone() }, &Stock::none()).len(), 1);
         // A hedge is rejected when a candidate names the topic.
         let named = [cand("I'm not sure what you mean, but", -0.8, false, false), cand("A banjo is a stringed", -1.0, true, false)];
-        assert_eq!(pairs_of("x", "What is a banjo?", &named, &s)[0].why, Why::OffTopic);
+        assert_eq!(pairs_of("x", "What is a banjo?", &named, &s, &Stock::none())[0].why, Why::OffTopic);
         // Every candidate loops.
-        assert!(pairs_of("x", "What is a banjo?", &[cand("a b a b", -0.5, true, true), cand("c d c d", -0.9, true, true)], &s).is_empty());
+        assert!(pairs_of("x", "What is a banjo?", &[cand("a b a b", -0.5, true, true), cand("c d c d", -0.9, true, true)], &s, &Stock::none()).is_empty());
         // One candidate: nothing to prefer it to.
-        assert!(pairs_of("x", "What is a banjo?", &[cand("A banjo is fun", -0.5, true, false)], &s).is_empty());
+        assert!(pairs_of("x", "What is a banjo?", &[cand("A banjo is fun", -0.5, true, false)], &s, &Stock::none()).is_empty());
+    }
+
+    #[test]
+    fn a_stock_opening_is_rejected_and_never_chosen() {
+        let heart = |topic| cand("In the heart of the city, a", -0.6, topic, false);
+        // Three prompts open with "In the heart of"; "The purpose of a" opens two.
+        let seen = [
+            vec![heart(false), cand("The purpose of a banjo is", -0.9, true, false)],
+            vec![heart(false), cand("The purpose of a kettle is", -0.9, true, false)],
+            vec![heart(false), cand("A tale of two rivers", -1.2, false, false)],
+        ];
+        let stock = Stock::count(seen.iter().map(|v| v.as_slice()), 3);
+        assert_eq!(stock.len(), 1);
+        assert!(stock.is_stock("In  the Heart of the night", "Write a poem about a moth."));
+        assert!(!stock.is_stock("In the heart of the city", "What lies in the heart of London?"), "it shares \"heart\" with the prompt");
+        assert!(!stock.is_stock("The purpose of a banjo", "What is a banjo?"));
+        assert!(Stock::count(seen.iter().map(|v| v.as_slice()), 0).is_empty());
+
+        let cands = [heart(false), cand("A moth is a night insect", -1.4, true, false), cand("Moths fly and", -1.5, true, false)];
+        let s = PrefSettings::default();
+        let p = pairs_of("x", "Write a poem about a moth.", &cands, &s, &stock);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!((p[0].chosen.as_str(), p[0].rejected.as_str(), p[0].why), ("A moth is a night insect", "In the heart of the city, a", Why::Stock));
+        // Without the stock list the likelier opener off the topic loses only on topic.
+        let p = pairs_of("x", "Write a poem about a moth.", &cands, &s, &Stock::none());
+        assert_eq!((p[0].rejected.as_str(), p[0].why), ("In the heart of the city, a", Why::OffTopic));
+        // Only stock to choose from: no pair.
+        assert!(pairs_of("x", "Write a poem about a moth.", &[heart(true), heart(false)], &s, &stock).is_empty());
+    }
+
+    #[test]
+    fn topic_chosen_needs_an_opener_that_names_the_topic() {
+        let cands = [cand("Well, that is a good one to", -0.7, false, false), cand("Sure thing, here it", -1.6, false, false)];
+        let s = PrefSettings::default();
+        assert_eq!(pairs_of("x", "What is a banjo?", &cands, &s, &Stock::none()).len(), 1);
+        let t = PrefSettings { topic_chosen: true, ..s };
+        assert!(pairs_of("x", "What is a banjo?", &cands, &t, &Stock::none()).is_empty());
+        let named = [cands[0].clone(), cand("A banjo has five strings", -1.0, true, false)];
+        assert_eq!(pairs_of("x", "What is a banjo?", &named, &t, &Stock::none())[0].why, Why::OffTopic);
     }
 }
