@@ -67,7 +67,7 @@ const HEDGES: &[&str] = &["i'm not sure", "i'm sorry, but", "i'm sorry, i", "i'm
 
 /// True if `text` opens with a hedge ([`HEDGES`], case ignored).
 pub fn is_hedge(text: &str) -> bool {
-    let t = text.trim_start().to_lowercase().replace('\u{2019}', "'");
+    let t = plain(text.trim_start());
     HEDGES.iter().any(|h| t.starts_with(h))
 }
 
@@ -171,16 +171,20 @@ impl Stock {
         if !self.openings.contains(&o) {
             return false;
         }
-        let p = prompt.to_lowercase().replace('\u{2019}', "'");
+        let p = plain(prompt);
         let asked: HashSet<&str> = letters(&p).filter(|w| w.chars().count() >= 4).collect();
         !letters(&o).any(|w| asked.contains(w))
     }
 }
 
-/// The first [`Stock::WORDS`] words of `text`, lower case, with typographic apostrophes made plain.
+/// `text` in lower case with typographic apostrophes made plain.
+fn plain(text: &str) -> String {
+    text.to_lowercase().replace('\u{2019}', "'")
+}
+
+/// The first [`Stock::WORDS`] words of `text`, [`plain`].
 fn opening(text: &str) -> String {
-    let t = text.to_lowercase().replace('\u{2019}', "'");
-    t.split_whitespace().take(Stock::WORDS).collect::<Vec<_>>().join(" ")
+    plain(text).split_whitespace().take(Stock::WORDS).collect::<Vec<_>>().join(" ")
 }
 
 /// Runs of letters in lower-case `text`.
