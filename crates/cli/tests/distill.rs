@@ -190,19 +190,25 @@ fn student_openers_scored_by_the_teacher_are_stored_and_resume() {
     assert_eq!(ids(&again).len(), 5);
     // Preference pairs from those candidates: the prompt ids are exactly what the runtime feeds
     // the model for that message, the openers' ids are the tokenizer's.
-    let o = Command::new(env!("CARGO_BIN_EXE_ulm"))
-        .current_dir(root())
-        .args(["data", "--stage", "pref", "--pref-margin", "0", "--min-student-ll", "-99", "--tokenizer", "models/ulm-8m/tokenizer.json"])
-        .args(["--distill-corpus", dir.join("corpus").to_str().unwrap(), "--distill-working", dir.join("a.jsonl").to_str().unwrap()])
-        .args(["--out", dir.join("pref").to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "ulm data --stage pref failed: {err}");
-    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("pref/manifest.json")).unwrap()).unwrap();
+    // `ulm data --stage pref` with `flags` into `dir/out`: its manifest, every pair, its stderr.
+    let pref = |flags: &[&str], out: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_ulm"))
+            .current_dir(root())
+            .args(["data", "--stage", "pref", "--pref-margin", "0", "--min-student-ll", "-99", "--tokenizer", "models/ulm-8m/tokenizer.json"])
+            .args(flags)
+            .args(["--distill-corpus", dir.join("corpus").to_str().unwrap(), "--distill-working", dir.join("a.jsonl").to_str().unwrap()])
+            .args(["--out", dir.join(out).to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success(), "ulm data --stage pref {flags:?} failed: {err}");
+        let manifest: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(out).join("manifest.json")).unwrap()).unwrap();
+        let mut pairs = records(&dir.join(out).join("pref-train.jsonl"));
+        pairs.extend(records(&dir.join(out).join("pref-heldout.jsonl")));
+        (manifest, pairs, err)
+    };
+    let (manifest, pairs, err) = pref(&[], "pref");
     assert_eq!(manifest["stage"], "pref");
-    let mut pairs = records(&dir.join("pref/pref-train.jsonl"));
-    pairs.extend(records(&dir.join("pref/pref-heldout.jsonl")));
     let with_two = again.iter().filter(|r| r["candidates"].as_array().unwrap().len() >= 2).count();
     assert!(with_two > 0 && !pairs.is_empty(), "{with_two} prompts with two openers, {} pairs: {err}", pairs.len());
     let lm = ulm_runtime::generate::LoadedModel::open(&root().join("models/ulm-8m"), ulm_runtime::Precision::Int8, Some(512)).unwrap();
@@ -214,20 +220,8 @@ fn student_openers_scored_by_the_teacher_are_stored_and_resume() {
         assert!(again.iter().any(|r| r["reply"].as_str() == Some(lm.tokenizer.decode(&ids("chosen")).unwrap().as_str())), "chosen = a kept opener: {p}");
     }
     // Judged by topic: the chosen opener names it, and the settings are in the manifest.
-    let o = Command::new(env!("CARGO_BIN_EXE_ulm"))
-        .current_dir(root())
-        .args(["data", "--stage", "pref", "--pref-margin", "0", "--min-student-ll", "-99", "--tokenizer", "models/ulm-8m/tokenizer.json"])
-        .args(["--pref-topic-chosen", "--pref-stock", "2"])
-        .args(["--distill-corpus", dir.join("corpus").to_str().unwrap(), "--distill-working", dir.join("a.jsonl").to_str().unwrap()])
-        .args(["--out", dir.join("pref-topic").to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "ulm data --stage pref --pref-topic-chosen failed: {err}");
-    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("pref-topic/manifest.json")).unwrap()).unwrap();
+    let (manifest, pairs, _) = pref(&["--pref-topic-chosen", "--pref-stock", "2"], "pref-topic");
     assert_eq!((manifest["settings"]["topic_chosen"].as_bool(), manifest["settings"]["stock_min_prompts"].as_u64()), (Some(true), Some(2)));
-    let mut pairs = records(&dir.join("pref-topic/pref-train.jsonl"));
-    pairs.extend(records(&dir.join("pref-topic/pref-heldout.jsonl")));
     for p in &pairs {
         let chosen = lm.tokenizer.decode(&p["chosen"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect::<Vec<_>>()).unwrap();
         let c = again.iter().flat_map(|r| r["candidates"].as_array().unwrap()).find(|c| c["text"].as_str() == Some(chosen.as_str()));
