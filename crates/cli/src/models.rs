@@ -2,10 +2,10 @@
 //!
 //! `--model` takes a path (GGUF file or Hugging Face folder) or a name: `ulm-8m`, `ulm-15m`,
 //! `ulm-30m` (shipped in models/), `smollm2` (fetched by scripts/fetch-assets.sh). With no
-//! `--model`, the default is the shipped μLM (ulm-8m: ulm-30m's openers are a little more likely
-//! under the teacher today but fewer name the topic, and ulm-8m is 3.5× faster, see
-//! docs/models/ulm-30m.md; else ulm-30m, else ulm-15m, whose openers trail ulm-8m's, see
-//! docs/models/ulm-15m.md), else SmolLM2.
+//! `--model`, the default is the shipped μLM (ulm-8m: read blind, the three sizes' openers are
+//! equally often on topic, and ulm-8m is 3.5× faster than ulm-30m, see
+//! docs/eval/reading-s22/README.md; else ulm-30m, a little more likely under the teacher, else
+//! ulm-15m), else SmolLM2.
 
 use std::path::{Path, PathBuf};
 

@@ -403,9 +403,10 @@ fn generate_best(lm: &LoadedModel, session: &mut Session, prompt: &[u32], opts: 
     Ok(g)
 }
 
-/// True when a word of `text` (a run without whitespace) holds one piece of 1–4 ASCII characters
+/// True when a word of `text` (a run without whitespace) holds one piece of 1–8 ASCII characters
 /// said over and over: a piece of one character 8 times, of 2–4 characters 4 times
-/// ("re-re-re-re", "R.R.R.R."). A μLM loops this way inside a word, where [`repeats_a_pair`]
+/// ("re-re-re-re", "R.R.R.R."), of 5–8 characters 3 times ("Brido-Brido-Brido-", which ulm-30m
+/// wrote for 56 tokens to a dev prompt before this rule). A μLM loops this way inside a word, where [`repeats_a_pair`]
 /// cannot see it and the word rule cannot stop it, and it is very probable to the model that
 /// wrote it. Digits never count ("1000000000"). With a word limit the generator stops a reply
 /// as soon as its current word runs on ([`StopReason::RunsOn`]).
@@ -416,8 +417,12 @@ pub fn runs_on(text: &str) -> bool {
 /// [`runs_on`] for one word, without allocating (checked on the current word at every token).
 fn word_runs_on(word: &str) -> bool {
     let b = word.as_bytes();
-    (1..=4).any(|len| {
-        let times = if len == 1 { 8 } else { 4 };
+    (1..=8).any(|len| {
+        let times = match len {
+            1 => 8,
+            2..=4 => 4,
+            _ => 3,
+        };
         b.windows(len * times).any(|w| {
             let piece = &w[..len];
             piece.is_ascii() && !piece.iter().all(u8::is_ascii_digit) && w.chunks(len).all(|c| c == piece)
@@ -719,6 +724,9 @@ mod tests {
         assert!(!runs_on("Ooooh, I see. R.R. Martin wrote"), "three or seven times is not a run");
         assert!(!runs_on(""));
         assert!(!runs_on("Ça va, ééééééééé"), "only ASCII pieces count");
+        assert!(runs_on("The \"Brido-Brido-Brido-Brid"));
+        assert!(!runs_on("The \"Brido-Brido-"), "a longer piece twice is not a run");
+        assert!(!runs_on("bye-bye-bye, tuktuk, abracadabra, Baden-Baden, Walla-Walla-Washington"));
         // What the generator checks at every token: the word the text ends in.
         assert_eq!(last_word("The answer is a non-re-re"), "non-re-re");
         assert_eq!(last_word("The answer is "), "");
