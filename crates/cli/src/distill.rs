@@ -139,6 +139,11 @@ pub struct Args {
     /// Print the prompt set as JSON lines and exit.
     #[arg(long)]
     print_prompts: bool,
+    /// With --print-prompts: the held-out split's prompts instead, less any whose text is also in
+    /// the asked set: never asked, never trained on (for reading a μLM on prompts like the
+    /// training ones that it has not seen).
+    #[arg(long, requires = "print_prompts")]
+    heldout: bool,
     /// On-policy distillation instead of asking a teacher server: this μLM (folder or name)
     /// writes `--candidates` openers to each prompt and `--scorer` keeps one ([`student`]).
     #[arg(long)]
@@ -223,9 +228,14 @@ pub const REDO_SUFFIX: &str = "#redo";
 const MIN_LEMMA_COUNT: u32 = 3;
 
 pub fn prompt_set(assets: &Path) -> Result<Vec<Prompt>> {
+    prompts_of(assets, Split::Train)
+}
+
+/// The prompts of one split: [`prompt_set`] is the training side.
+fn prompts_of(assets: &Path, split: Split) -> Result<Vec<Prompt>> {
     let docs = sources::load_all(assets)?;
     let synsets = sources::wordnet_synsets(Path::new(sources::WORDNET_DIR))?;
-    Ok(distill_prompts(&docs, &synsets, Split::Train, MIN_LEMMA_COUNT))
+    Ok(distill_prompts(&docs, &synsets, split, MIN_LEMMA_COUNT))
 }
 
 /// Every record in the packed corpus and the working file.
@@ -259,7 +269,12 @@ pub fn run(a: Args) -> Result<()> {
     if a.pack {
         return pack(&a);
     }
-    let prompts = prompt_set(&a.assets)?;
+    let mut prompts = prompts_of(&a.assets, if a.heldout { Split::Heldout } else { Split::Train })?;
+    if a.heldout {
+        // The split is by document, so a common line ("What are you up to?") can sit on both sides.
+        let asked: HashSet<String> = prompt_set(&a.assets)?.into_iter().map(|p| p.text).collect();
+        prompts.retain(|p| !asked.contains(&p.text));
+    }
     if a.print_prompts {
         let mut out = std::io::stdout().lock();
         for p in &prompts {

@@ -238,3 +238,26 @@ fn student_openers_scored_by_the_teacher_are_stored_and_resume() {
     assert!(!o.status.success() && err.contains("no-such-model"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--print-prompts` lists the prompts `ulm distill` asks; `--heldout` lists the held-out split's,
+/// which share no id and no text with them and hold every source, task-style requests included.
+#[test]
+fn print_prompts_heldout_is_disjoint_from_the_asked_set() {
+    assert!(root().join("assets").exists(), "assets/ is missing: run scripts/fetch-assets.sh (scripts/test.sh does)");
+    let list = |extra: &[&str]| -> Vec<Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_ulm")).current_dir(root()).args(["distill", "--print-prompts"]).args(extra).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let (asked, held) = (list(&[]), list(&["--heldout"]));
+    assert!(held.len() > 1000 && asked.len() > 10 * held.len(), "{} asked, {} held out", asked.len(), held.len());
+    let field = |v: &[Value], k: &str| v.iter().map(|p| p[k].as_str().unwrap().to_string()).collect::<HashSet<_>>();
+    assert!(field(&asked, "id").is_disjoint(&field(&held, "id")));
+    assert!(field(&asked, "text").is_disjoint(&field(&held, "text")));
+    let sources = field(&held, "source");
+    for s in ["chitchat", "wordnet-q", "instruct"] {
+        assert!(sources.contains(s), "no {s} prompt held out: {sources:?}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_ulm")).current_dir(root()).args(["distill", "--heldout"]).output().unwrap();
+    assert!(!out.status.success(), "--heldout without --print-prompts must be refused");
+}
