@@ -228,14 +228,21 @@ pub const REDO_SUFFIX: &str = "#redo";
 const MIN_LEMMA_COUNT: u32 = 3;
 
 pub fn prompt_set(assets: &Path) -> Result<Vec<Prompt>> {
-    prompts_of(assets, Split::Train)
+    prompts_of(assets, false)
 }
 
-/// The prompts of one split: [`prompt_set`] is the training side.
-fn prompts_of(assets: &Path, split: Split) -> Result<Vec<Prompt>> {
+/// The prompts `ulm distill` asks (the training side of the split), or with `heldout` the
+/// held-out side less any text the asked side also holds: the split is by document, so a common
+/// line ("What are you up to?") can sit on both sides. The sources are read once.
+fn prompts_of(assets: &Path, heldout: bool) -> Result<Vec<Prompt>> {
     let docs = sources::load_all(assets)?;
     let synsets = sources::wordnet_synsets(Path::new(sources::WORDNET_DIR))?;
-    Ok(distill_prompts(&docs, &synsets, split, MIN_LEMMA_COUNT))
+    let asked = distill_prompts(&docs, &synsets, Split::Train, MIN_LEMMA_COUNT);
+    if !heldout {
+        return Ok(asked);
+    }
+    let texts: HashSet<&str> = asked.iter().map(|p| p.text.as_str()).collect();
+    Ok(distill_prompts(&docs, &synsets, Split::Heldout, MIN_LEMMA_COUNT).into_iter().filter(|p| !texts.contains(p.text.as_str())).collect())
 }
 
 /// Every record in the packed corpus and the working file.
@@ -269,12 +276,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.pack {
         return pack(&a);
     }
-    let mut prompts = prompts_of(&a.assets, if a.heldout { Split::Heldout } else { Split::Train })?;
-    if a.heldout {
-        // The split is by document, so a common line ("What are you up to?") can sit on both sides.
-        let asked: HashSet<String> = prompt_set(&a.assets)?.into_iter().map(|p| p.text).collect();
-        prompts.retain(|p| !asked.contains(&p.text));
-    }
+    let prompts = prompts_of(&a.assets, a.heldout)?;
     if a.print_prompts {
         let mut out = std::io::stdout().lock();
         for p in &prompts {
