@@ -103,6 +103,11 @@ pub struct Args {
     /// (`ulm distill --student`, ids `<id>#student`) this many times, instead of --topic-repeat.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
     student_repeat: u16,
+    /// With --mix openers: write each train exchange of the longer, many-part requests
+    /// (ids `instruct:task:…`, `ulm distill --prefer instruct:task`) this many times, instead of
+    /// --topic-repeat.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    task_repeat: u16,
     /// `pref` only: a less likely opener makes a pair with the chosen one when the scorer's
     /// mean LL per token differs by at least this (nats).
     #[arg(long, default_value_t = 0.5)]
@@ -158,6 +163,7 @@ pub fn run(a: Args) -> Result<()> {
     settings.opener_topic_repeat = usize::from(a.topic_repeat);
     settings.drop_superseded = a.drop_superseded;
     settings.opener_student_repeat = usize::from(a.student_repeat);
+    settings.opener_task_repeat = usize::from(a.task_repeat);
     let out = a.out.clone().unwrap_or_else(|| Path::new("runs/data").join(stage.name()));
     let t0 = std::time::Instant::now();
     let corpus = load_corpus(&a.inputs, &settings)?;

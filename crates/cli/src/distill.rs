@@ -103,7 +103,8 @@ pub struct Args {
     temperature: f32,
     #[arg(long, default_value_t = 0.9)]
     top_p: f32,
-    /// Ask the prompts of this source first (e.g. `instruct`), then the rest in the usual mix.
+    /// Ask the prompts of this source (e.g. `instruct`) or id prefix (`instruct:task`, the longer
+    /// many-part requests) first, then the rest in the usual mix.
     #[arg(long)]
     prefer: Option<String>,
     /// System message sent before every prompt (recorded in each record; default: none).
@@ -307,10 +308,10 @@ pub fn run(a: Args) -> Result<()> {
         prompts.iter().filter(|p| !done.contains(p.id.as_str())).cloned().collect()
     };
     if let Some(src) = &a.prefer {
-        if !todo.iter().any(|p| &p.source == src) {
-            bail!("--prefer {src}: no unanswered prompt has that source (sources: chitchat, chatterbot, wordnet-q, instruct)");
+        if !todo.iter().any(|p| preferred(p, src)) {
+            bail!("--prefer {src}: no unanswered prompt has that source or id prefix (sources: chitchat, chatterbot, wordnet-q, instruct; kinds such as instruct:task)");
         }
-        todo.sort_by_key(|p| &p.source != src); // stable: each part keeps its mix
+        todo.sort_by_key(|p| !preferred(p, src)); // stable: each part keeps its mix
     }
     todo.truncate(a.limit.unwrap_or(usize::MAX));
     eprintln!("{} prompts, {} answered, {} to ask {}", prompts.len(), done.len(), todo.len(), a.teacher);
@@ -319,6 +320,11 @@ pub fn run(a: Args) -> Result<()> {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     rt.block_on(ask_all(a, todo))
+}
+
+/// Whether `--prefer want` picks `p`: its source is `want`, or its id starts with `want:`.
+pub(crate) fn preferred(p: &Prompt, want: &str) -> bool {
+    p.source == want || p.id.strip_prefix(want).is_some_and(|rest| rest.starts_with(':'))
 }
 
 async fn ask_all(a: Args, todo: Vec<Prompt>) -> Result<()> {
@@ -510,4 +516,19 @@ fn pack(a: &Args) -> Result<()> {
     std::fs::write(&a.out, b"")?;
     eprintln!("packed {} records into {}", recs.len(), path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefer_takes_a_source_or_an_id_prefix() {
+        let p = |id: &str| Prompt { id: id.into(), source: id.split(':').next().unwrap().into(), text: "q".into() };
+        assert!(preferred(&p("instruct:task:t:3:kite"), "instruct"));
+        assert!(preferred(&p("instruct:task:t:3:kite"), "instruct:task"));
+        assert!(!preferred(&p("instruct:topic:n:kite"), "instruct:task"));
+        assert!(!preferred(&p("instruct:taskforce:1"), "instruct:task"), "a prefix ends at a colon");
+        assert!(!preferred(&p("chitchat:abc:0"), "instruct"));
+    }
 }

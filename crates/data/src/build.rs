@@ -87,7 +87,14 @@ pub struct Settings {
     /// `sft` openers: a train exchange of the student's own openers (`ulm distill --student`,
     /// ids `<id>#student`) is written this many times, in place of `opener_topic_repeat`.
     pub opener_student_repeat: usize,
+    /// `sft` openers: a train exchange of the teacher's replies to the longer, many-part requests
+    /// (ids `instruct:task:…`, [`crate::instruct`]) is written this many times, in place of
+    /// `opener_topic_repeat`.
+    pub opener_task_repeat: usize,
 }
+
+/// Id prefix of the longer, many-part requests ([`crate::instruct`]).
+pub const TASK_PREFIX: &str = "instruct:task:";
 
 /// The teacher's stock openers (first words, lower case): about 2,000 of the 23,553 distilled
 /// replies of corpus/distill begin with one, whatever was asked.
@@ -142,6 +149,7 @@ impl Settings {
             opener_drop_generic: false,
             opener_topic_repeat: 1,
             opener_student_repeat: 1,
+            opener_task_repeat: 1,
             drop_superseded: false,
         }
     }
@@ -351,6 +359,8 @@ fn sft_openers(u: &Unit, s: &Settings) -> Vec<Unit> {
                     1
                 } else if u.id.ends_with(STUDENT_SUFFIX) {
                     s.opener_student_repeat.max(1)
+                } else if u.id.starts_with(TASK_PREFIX) {
+                    s.opener_task_repeat.max(1)
                 } else if reply_names_topic(&ask.text, &text) {
                     s.opener_topic_repeat.max(1)
                 } else {
@@ -718,6 +728,28 @@ mod tests {
         let count = |id: &str| units.iter().filter(|u| u.id.starts_with(&format!("{id}#")) && u.id.contains("#student") == id.contains("#student")).count();
         assert_eq!((count("v"), count("v#student"), count("w#student")), (3, 5, 5));
         assert!(units.iter().all(|u| !u.complete), "an opener cut at eight words has no end of turn");
+    }
+
+    #[test]
+    fn the_longer_tasks_have_their_own_repeat() {
+        let pair = |id: &str, reply: &str| Pair { id: id.into(), source: "instruct".into(), prompt: "Write a poem about a kite.".into(), reply: reply.into(), finish: Finish::Length };
+        let pairs = vec![
+            pair("instruct:topic:n:kite", "Here is a poem about a kite that flies"),
+            pair("instruct:task:t:3:kite", "Sure! Here's a short poem about a kite"),
+            pair("instruct:task:t:4:kite", "I'd be happy to help with that"), // off topic: the task repeat still applies
+        ];
+        let mut s = Settings::for_stage(Stage::Sft);
+        s.sft_mix = SftMix::Openers;
+        s.opener_topic_repeat = 3;
+        s.opener_task_repeat = 4;
+        let corpus = assemble(Vec::new(), pairs, &[], &s);
+        let train: Vec<&Unit> = corpus.units.iter().filter(|u| u.split == Split::Train).collect();
+        let units: Vec<Unit> = train.iter().flat_map(|u| stage_units(u, &s)).collect();
+        for u in &train {
+            let want = if u.id.starts_with(TASK_PREFIX) { 4 } else { 3 };
+            assert_eq!(units.iter().filter(|v| v.id.starts_with(&format!("{}#", u.id))).count(), want, "{}", u.id);
+        }
+        assert!(train.iter().any(|u| u.id.starts_with(TASK_PREFIX)), "no fixture id landed in train");
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub fn run(a: Args, prompts: Vec<Prompt>, student: &str) -> Result<()> {
         .filter(|p| !done.contains(p.id.as_str()))
         .collect();
     if let Some(src) = &a.prefer {
-        todo.sort_by_key(|p| &p.source != src);
+        todo.sort_by_key(|p| !super::preferred(p, src));
     }
     todo.truncate(a.limit.unwrap_or(usize::MAX));
 
