@@ -353,6 +353,75 @@ pub fn task_math_request(i: u64) -> String {
 /// How many multi-step maths and reasoning problems the prompt set holds.
 pub const N_TASK_MATH: u64 = 1_200;
 
+/// Openings of a composed request: who is asking or the role to play (may be empty).
+const SETTINGS: &[&str] = &[
+    "", "", "", "", "I'm preparing a presentation for work. ", "My daughter asked me this and I didn't know what to say. ",
+    "Imagine you are a pirate captain. ", "You are a friendly librarian. ", "Act as a famous chef. ",
+    "Pretend you are a time traveller from the year 1850. ", "You are a tour guide in a small town. ",
+    "I'm a teacher planning tomorrow's class. ", "I run a small online shop. ", "Imagine you are a cat. ",
+    "You are an astronaut on the International Space Station. ", "I'm new to this and a bit nervous. ",
+    "Assume the role of a sports commentator. ", "You are a detective in 1920s London. ",
+];
+
+/// What to make; `{t}` the topic (a subject, or a thing with its article).
+const FORMS: &[&str] = &[
+    "Write a poem about {t}", "Write a haiku about {t}", "Write a limerick about {t}", "Write a short story about {t}",
+    "Write a blog post about {t}", "Write a speech about {t}", "Write an email to a friend about {t}",
+    "Write a letter to the mayor about {t}", "Write a product description for {t}", "Write a review of {t}",
+    "Write a news article about {t}", "Write a tweet about {t}", "Write a dialogue between two strangers about {t}",
+    "Write a song chorus about {t}", "Outline an essay about {t}", "Write a travel guide entry about {t}",
+    "Write an FAQ about {t}", "Describe {t}", "Explain {t}", "Give me five facts about {t}", "List the pros and cons of {t}",
+    "Give me three tips about {t}", "Summarize what everyone should know about {t}", "Tell me a joke about {t}",
+    "Suggest five names for a podcast about {t}", "Create a quiz about {t}", "Write a short history of {t}",
+    "Argue for {t} in one paragraph", "Argue against {t} in one paragraph", "Write a riddle about {t}",
+];
+
+/// For whom or in what voice (may be empty).
+const AUDIENCES: &[&str] = &[
+    "", "", "", " for a five-year-old", " for experts", " for my grandmother", " for a job application",
+    " for a school newspaper", " for teenagers", " for a wedding toast", " in the style of Shakespeare",
+    " in the voice of a sports commentator", " for a children's book", " for a busy manager", " for tourists",
+];
+
+/// Extra constraints (may be empty).
+const CONSTRAINTS: &[&str] = &[
+    "", "", "Use fewer than 100 words.", "Include a joke.", "Use bullet points.", "End with a question.",
+    "Make it rhyme.", "Mention two famous people.", "Keep it to three sentences.", "Use simple words.",
+    "Add a title.", "Include one surprising statistic.", "Write it as a numbered list.", "Make it sound urgent.",
+    "Avoid the word 'very'.", "Finish with a call to action.", "Start every sentence with a different letter.",
+    "Give one example from everyday life.", "Be honest about the downsides.", "Write it in the second person.",
+];
+
+/// The `i`-th composed request: a setting, a form about a topic (a subject or a thing), an
+/// audience and up to two constraints, each drawn from `i` by a hash (stable). Thousands of
+/// surface forms, so the μLM learns to read the request, not to recognise a template.
+pub fn composed_request(i: u64) -> String {
+    let h = fnv1a(format!("composed:{i}").as_bytes());
+    let pick = |k: u32, n: usize| ((h >> (k * 6)) % n as u64) as usize;
+    let topic = if pick(0, 2) == 0 {
+        SUBJECTS[pick(1, SUBJECTS.len())].to_string()
+    } else {
+        let w = THINGS[pick(1, THINGS.len())];
+        format!("{} {w}", article(w))
+    };
+    let mut out = String::from(SETTINGS[pick(2, SETTINGS.len())]);
+    out += &FORMS[pick(3, FORMS.len())].replace("{t}", &topic);
+    out += AUDIENCES[pick(4, AUDIENCES.len())];
+    out += ".";
+    let (c1, c2) = (pick(5, CONSTRAINTS.len()), pick(6, CONSTRAINTS.len()));
+    let second = (c2 != c1).then_some(c2);
+    for c in std::iter::once(c1).chain(second) {
+        if !CONSTRAINTS[c].is_empty() {
+            out += " ";
+            out += CONSTRAINTS[c];
+        }
+    }
+    out
+}
+
+/// How many composed requests the prompt set holds.
+pub const N_COMPOSED: u64 = 8_000;
+
 /// Longer code requests: every task × language, one form each (stable order).
 pub fn code_task_requests() -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -402,6 +471,9 @@ pub fn instruct_prompts(lemmas: &[(char, String)], passages: &[(String, usize, S
     }
     for i in 0..N_TASK_MATH {
         keep(format!("task:math:{i}"), task_math_request(i));
+    }
+    for i in 0..N_COMPOSED {
+        keep(format!("task:composed:{i}"), composed_request(i));
     }
     for (key, text) in code_task_requests() {
         keep(format!("task:code:{key}"), text);
@@ -531,10 +603,24 @@ mod tests {
         let passages: Vec<(String, usize, String)> = (0..200).map(|i| (format!("conv{i}"), 1, format!("message number {i} here"))).collect();
         let train = instruct_prompts(&[], &passages, Split::Train);
         let held = instruct_prompts(&[], &passages, Split::Heldout);
-        for kind in ["task:t:", "task:s:", "task:a:", "task:math:", "task:code:", "task:passage:"] {
+        for kind in ["task:t:", "task:s:", "task:a:", "task:math:", "task:composed:", "task:code:", "task:passage:"] {
             assert!(train.iter().any(|(id, _)| id.starts_with(&format!("instruct:{kind}"))), "{kind}");
         }
         assert!(held.iter().any(|(id, _)| id.starts_with("instruct:task:")));
+    }
+
+    #[test]
+    fn composed_requests_are_whole_and_varied() {
+        let all: Vec<String> = (0..N_COMPOSED).map(composed_request).collect();
+        for r in &all {
+            assert!(!r.contains('{') && !r.contains("  ") && r.ends_with('.') && r.starts_with(char::is_uppercase), "{r}");
+            let sentences: Vec<&str> = r.trim_end_matches('.').split(". ").collect();
+            let once: std::collections::HashSet<&&str> = sentences.iter().collect();
+            assert_eq!(once.len(), sentences.len(), "a sentence said twice: {r}");
+        }
+        let distinct: std::collections::HashSet<&String> = all.iter().collect();
+        assert!(distinct.len() > all.len() * 99 / 100, "{} distinct of {}", distinct.len(), all.len());
+        assert_eq!(composed_request(17), composed_request(17));
     }
 
     #[test]
