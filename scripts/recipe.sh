@@ -2,9 +2,9 @@
 # Retrain a shipped μLM through the stages its weights went through, resumable: re-run the same
 # command after a kill and every stage continues from its last checkpoint (finished stages are
 # skipped, each starts from the previous stage's checkpoint).
-#   scripts/recipe.sh ulm-8m  [RUNS_DIR]    # default runs/recipe-ulm-8m;  ≈ 40M tokens, ≈ 3.4 h at 3,300 tok/s
+#   scripts/recipe.sh ulm-8m  [RUNS_DIR]    # default runs/recipe-ulm-8m;  ≈ 43M tokens, ≈ 3.7 h at 3,300 tok/s
 #   scripts/recipe.sh ulm-30m [RUNS_DIR]    # default runs/recipe-ulm-30m; ≈ 28M tokens, ≈ 5.2 h at 1,500 tok/s
-#   scripts/recipe.sh ulm-15m [RUNS_DIR]    # ulm-8m's nine stages, then grow to 16 layers: ≈ 47M tokens, ≈ 4.9 h
+#   scripts/recipe.sh ulm-15m [RUNS_DIR]    # ulm-8m's first nine stages, then grow to 16 layers: ≈ 47M tokens, ≈ 4.9 h
 # Stages (4,096 tokens per step; steps and learning rates are those of docs/models/<model>.md):
 #   1 lm       language modelling on everything, from scratch
 #   2 chats    chat SFT (loss on replies, first 16 reply tokens 2x)
@@ -23,6 +23,10 @@
 #              from the same data), each written 6 times, those below
 #              -2 nats per token under the teacher left out, and (since session 13) those
 #              that loop (a pair of words said twice, a word that runs on): 6.33M tokens
+#  10 task     (ulm-8m only; session 23) as 9, plus the teacher's replies to the longer, many-part
+#              requests (`instruct:task:…`, corpus/distill part-007), each written 4 times: 7.33M
+#              tokens. Rebuilt today the mix also holds part-008 (composed requests), which the
+#              shipped weights did not see
 #   (ulm-30m only, after its onpolicy stage; session 16) lm3 language modelling on today's corpus
 #              (9.09M tokens), then onpolicy2, the onpolicy data again
 #   (ulm-15m; session 19) ulm-8m's nine stages, then grow: its 8 layers become 16 (train.py
@@ -53,7 +57,8 @@ lm3 lm 1600 5e-4 50
 super super 800 3e-4 20
 onpolicy onpolicy 700 2e-4 20"
 case "$model" in
-  ulm-8m)  preset=micro_8m;  plan="$plan_8m" ;;
+  ulm-8m)  preset=micro_8m;  plan="$plan_8m
+task task 600 1.5e-4 20" ;;
   ulm-15m) preset=micro_8m;  plan="$plan_8m
 grow lm 1100 5e-4 50 16
 onpolicy2 onpolicy 600 2.5e-4 20" ;;
@@ -77,6 +82,7 @@ declare -A data_args=(
   [nogen]="--stage sft --mix openers --topic-repeat 3 --drop-generic"
   [super]="--stage sft --mix openers --topic-repeat 3 --drop-generic --drop-superseded"
   [onpolicy]="--stage sft --mix openers --topic-repeat 3 --drop-generic --drop-superseded --student-repeat 6 --min-student-ll -2 --distill-corpus corpus/distill --distill-corpus corpus/student"
+  [task]="--stage sft --mix openers --topic-repeat 3 --drop-generic --drop-superseded --student-repeat 6 --min-student-ll -2 --distill-corpus corpus/distill --distill-corpus corpus/student --task-repeat 4"
 )
 [ -x "$ulm" ] || { echo "$ulm is missing: cargo build --release -p ulm" >&2; exit 1; }
 mkdir -p "$runs"
