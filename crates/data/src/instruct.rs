@@ -242,10 +242,16 @@ pub const N_MATH: u64 = 2_000;
 
 /// Code requests: every task × language × phrasing (stable order).
 pub fn code_requests() -> Vec<(String, String)> {
+    code_prompts(CODE_FORMS, 1)
+}
+
+/// Every task × language of `CODE_TASKS` and `CODE_LANGS`, keyed `task-lang`, in the phrasing
+/// `forms[(task * stride + lang) % len]` (so the phrasings rotate over both).
+fn code_prompts(forms: &[&str], stride: usize) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (ti, t) in CODE_TASKS.iter().enumerate() {
         for (li, l) in CODE_LANGS.iter().enumerate() {
-            let f = CODE_FORMS[(ti + li) % CODE_FORMS.len()];
+            let f = forms[(ti * stride + li) % forms.len()];
             out.push((format!("{ti}-{li}"), f.replace("{l}", l).replace("{t}", t)));
         }
     }
@@ -424,14 +430,7 @@ pub const N_COMPOSED: u64 = 8_000;
 
 /// Longer code requests: every task × language, one form each (stable order).
 pub fn code_task_requests() -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for (ti, t) in CODE_TASKS.iter().enumerate() {
-        for (li, l) in CODE_LANGS.iter().enumerate() {
-            let f = CODE_TASK_FORMS[(ti * 7 + li) % CODE_TASK_FORMS.len()];
-            out.push((format!("{ti}-{li}"), f.replace("{l}", l).replace("{t}", t)));
-        }
-    }
-    out
+    code_prompts(CODE_TASK_FORMS, 7)
 }
 
 /// A longer request on the passage `p` (and `q`, a second one, for the templates that compare).
