@@ -63,7 +63,8 @@ def make(a):
     alias = dict((m.split("=", 1) + [m])[:2] for m in a.model)
     a.model = list(alias.values())
     rows = {(alias[m], pid): o for (m, pid), o in load_rows(a.runs, set(alias), a.words).items()}
-    ids = sorted({pid for (_, pid) in rows})
+    # only the prompts of --prompts are read (a run may hold more)
+    ids = sorted({pid for (_, pid) in rows if pid in prompts})
     missing = [(m, pid) for m in a.model for pid in ids if (m, pid) not in rows]
     if missing:
         sys.exit(f"{len(missing)} (model, prompt) rows are missing, e.g. {missing[:3]}: give every model's run")

@@ -44,6 +44,11 @@ pub struct Inputs {
     /// per token under the scorer is below this (nats; default: keep all).
     #[arg(long, allow_negative_numbers = true)]
     pub min_student_ll: Option<f64>,
+    /// Leave out the distilled records whose prompt id starts with this (repeat the flag for
+    /// several): `--leave-out instruct:task:composed` builds a mix without corpus/distill
+    /// part-008, as the shipped ulm-8m saw it.
+    #[arg(long)]
+    pub leave_out: Vec<String>,
     /// The dev set: train chats with a turn equal to one of its prompts are dropped.
     #[arg(long, default_value = "data/eval/dev.jsonl")]
     pub eval: PathBuf,
@@ -91,6 +96,10 @@ pub struct Args {
     /// ("I'm so glad you…", "I'm sorry for the…").
     #[arg(long)]
     drop_generic: bool,
+    /// With --mix openers: leave out distilled and student replies that open with a hedge that
+    /// answers nothing ("I'm not sure what…", "I'm glad you're enjoying…", "I'm here to help").
+    #[arg(long)]
+    drop_hedges: bool,
     /// With --mix openers: write each train exchange whose reply names the question's topic in
     /// its first eight words this many times (1 = once).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
@@ -160,6 +169,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     settings.opener_reply_words = a.opener_words;
     settings.opener_drop_generic = a.drop_generic;
+    settings.opener_drop_hedges = a.drop_hedges;
     settings.opener_topic_repeat = usize::from(a.topic_repeat);
     settings.drop_superseded = a.drop_superseded;
     settings.opener_student_repeat = usize::from(a.student_repeat);
@@ -256,7 +266,7 @@ pub fn load_corpus(inputs: &Inputs, settings: &Settings) -> Result<Corpus> {
 }
 
 /// Every distilled record of every `--distill-corpus` folder, and of the working file (read once,
-/// with the first folder).
+/// with the first folder), less those of `--leave-out`.
 fn read_all_records(inputs: &Inputs) -> Result<Vec<distill::Record>> {
     let mut records = Vec::new();
     for (i, corpus) in inputs.distill_corpus.iter().enumerate() {
@@ -265,6 +275,11 @@ fn read_all_records(inputs: &Inputs) -> Result<Vec<distill::Record>> {
             distill::read_records(corpus, working)
                 .with_context(|| format!("reading distilled records from {} and {}", corpus.display(), working.display()))?,
         );
+    }
+    let before = records.len();
+    records.retain(|r| !inputs.leave_out.iter().any(|p| r.id.starts_with(p.as_str())));
+    if !inputs.leave_out.is_empty() {
+        eprintln!("--leave-out {}: {} records left out", inputs.leave_out.join(" "), before - records.len());
     }
     Ok(records)
 }

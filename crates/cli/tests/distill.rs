@@ -219,6 +219,16 @@ fn student_openers_scored_by_the_teacher_are_stored_and_resume() {
         assert_ne!(ids("chosen"), ids("rejected"), "{p}");
         assert!(again.iter().any(|r| r["reply"].as_str() == Some(lm.tokenizer.decode(&ids("chosen")).unwrap().as_str())), "chosen = a kept opener: {p}");
     }
+    // --leave-out drops the records of an id prefix before anything is built from them.
+    let gone = again.iter().find(|r| r["candidates"].as_array().unwrap().len() >= 2).unwrap_or(&again[0]);
+    let gone_id = gone["id"].as_str().unwrap();
+    let (_, left, err) = pref(&["--leave-out", gone_id], "pref-leave");
+    assert!(err.contains(&format!("--leave-out {gone_id}: 1 records left out")), "{err}");
+    let gone_prompt = lm.chat_prompt(gone["prompt"].as_str().unwrap()).unwrap();
+    let prompt_of = |p: &Value| p["prompt"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect::<Vec<u32>>();
+    assert!(left.iter().all(|p| prompt_of(p) != gone_prompt), "a left-out prompt still makes pairs");
+    // (without the flag, that prompt made pairs: the flag is what took them away)
+    assert!(pairs.iter().any(|p| prompt_of(p) == gone_prompt) && left.len() < pairs.len(), "{} pairs against {}", left.len(), pairs.len());
     // Judged by topic: the chosen opener names it, and the settings are in the manifest.
     let (manifest, pairs, _) = pref(&["--pref-topic-chosen", "--pref-stock", "2"], "pref-topic");
     assert_eq!((manifest["settings"]["topic_chosen"].as_bool(), manifest["settings"]["stock_min_prompts"].as_u64()), (Some(true), Some(2)));

@@ -77,6 +77,9 @@ pub struct Settings {
     /// `sft` openers: leave out distilled replies that open with one of the teacher's stock
     /// phrases ([`GENERIC_OPENERS`]).
     pub opener_drop_generic: bool,
+    /// `sft` openers: leave out distilled (and student) replies that open with a hedge that
+    /// answers nothing ([`HEDGE_OPENERS`]).
+    pub opener_drop_hedges: bool,
     /// `sft` openers: a train exchange whose reply names the question's topic in its first eight
     /// words ([`ulm_runtime::copy::names_topic`]) is written this many times (1 = once): the mix
     /// leans toward openers that say what was asked instead of a stock phrase.
@@ -101,10 +104,35 @@ pub const TASK_PREFIX: &str = "instruct:task:";
 pub const GENERIC_OPENERS: &[&str] =
     &["i'm so glad you", "i'm sorry for the", "i'm sorry for any", "i'm so sorry to", "i'm so sorry for", "i'm glad to hear"];
 
+/// Hedges that answer nothing (first words, lower case): about 1,200 replies of corpus/distill
+/// and corpus/student, nearly all to chitchat, and the student's written six times over, so the
+/// μLM meets a chat message with "I'm not sure what to say, but I'm" (docs/eval/reading-s23b).
+pub const HEDGE_OPENERS: &[&str] = &[
+    "i'm not sure what",
+    "i'm not sure i",
+    "i'm glad you're enjoying",
+    "i'm glad you're interested",
+    "i'm sorry, but as",
+    "i'm sorry, i'm not",
+    "i'm here to help",
+    "i'd be happy to help",
+];
+
+/// The first words of `reply`, lower case, single-spaced, with straight apostrophes.
+fn head_words(reply: &str) -> String {
+    reply.split_whitespace().take(5).collect::<Vec<_>>().join(" ").to_lowercase().replace('’', "'")
+}
+
 /// True if `reply` begins with one of [`GENERIC_OPENERS`] (case and spacing ignored).
 pub fn is_generic_opener(reply: &str) -> bool {
-    let head = reply.split_whitespace().take(4).collect::<Vec<_>>().join(" ").to_lowercase().replace('’', "'");
+    let head = head_words(reply);
     GENERIC_OPENERS.iter().any(|g| head.starts_with(g))
+}
+
+/// True if `reply` begins with one of [`HEDGE_OPENERS`] (case and spacing ignored).
+pub fn is_hedge_opener(reply: &str) -> bool {
+    let head = head_words(reply);
+    HEDGE_OPENERS.iter().any(|g| head.starts_with(g))
 }
 
 /// True if the first eight words of `reply` name the topic of `prompt`
@@ -147,6 +175,7 @@ impl Settings {
             opener_chitchat_per_mille: 700,
             opener_wordnet_per_mille: 150,
             opener_drop_generic: false,
+            opener_drop_hedges: false,
             opener_topic_repeat: 1,
             opener_student_repeat: 1,
             opener_task_repeat: 1,
@@ -347,6 +376,7 @@ fn sft_openers(u: &Unit, s: &Settings) -> Vec<Unit> {
                     // Either speaker may ask; the other one's next turn is the reply.
                     "chitchat" => ask.text.trim_end().ends_with('?') && taken(&i.to_string(), s.opener_chitchat_per_mille),
                     "distilled" if s.opener_drop_generic && is_generic_opener(&reply.text) => false,
+                    "distilled" if s.opener_drop_hedges && is_hedge_opener(&reply.text) => false,
                     "distilled" | "chatterbot" => ask.role == Role::User && reply.role == Role::Assistant,
                     _ => false,
                 };
@@ -684,6 +714,28 @@ mod tests {
             let corpus = assemble(Vec::new(), pairs.clone(), &[], &s);
             let n = corpus.units.iter().flat_map(|u| stage_units(u, &s)).count();
             assert_eq!(n, expect, "drop_generic = {drop}");
+        }
+    }
+
+    #[test]
+    fn hedges_can_be_left_out_students_too() {
+        assert!(is_hedge_opener("I'm not sure what to say, but I'm"));
+        assert!(is_hedge_opener("i’m  glad you're INTERESTED in learning"));
+        assert!(!is_hedge_opener("I'm not a bot."));
+        assert!(!is_hedge_opener("I'm glad you asked"));
+        let pair = |id: &str, reply: &str| Pair { id: id.into(), source: "chitchat".into(), prompt: format!("Question {id}?"), reply: reply.into(), finish: Finish::Stop };
+        let pairs = vec![
+            pair("a", "I'm not sure what you're asking, but I'll try."),
+            pair(&format!("b{STUDENT_SUFFIX}"), "I'm sorry, but as a chatbot, I don't"),
+            pair("c", "Paris is the capital of France."),
+        ];
+        let mut s = Settings::for_stage(Stage::Sft);
+        s.sft_mix = SftMix::Openers;
+        for (drop, expect) in [(false, 3), (true, 1)] {
+            s.opener_drop_hedges = drop;
+            let corpus = assemble(Vec::new(), pairs.clone(), &[], &s);
+            let n = corpus.units.iter().flat_map(|u| stage_units(u, &s)).count();
+            assert_eq!(n, expect, "drop_hedges = {drop}");
         }
     }
 

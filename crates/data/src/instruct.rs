@@ -438,9 +438,78 @@ pub fn passage_task(p: &str, q: &str, variant: u64) -> String {
     PASSAGE_TASKS[(variant % PASSAGE_TASKS.len() as u64) as usize].replace("{p}", p).replace("{q}", q)
 }
 
+/// Trivia questions asked backwards from a WordNet gloss, the way quiz questions are: "Who was
+/// the Spanish guitarist who made classical guitar a concert instrument?", "What is the largest
+/// island in the West Indies?", "What do you call a drafting instrument resembling a compass …?".
+/// The teacher answers by restating the question ("The largest island in the West Indies is …"),
+/// which is the opener a μLM can write without knowing the answer and the cloud can finish.
+const TRIVIA_PERSON: &[&str] = &["Who was the {d}?", "Can you name the {d}?"];
+const TRIVIA_NAMED: &[&str] = &["What is {d}?", "Can you name {d}?", "What is the name of {d}?"];
+const TRIVIA_THING: &[&str] = &[
+    "What do you call {d}?",
+    "What is the word for {d}?",
+    "What is {d} called?",
+    "Do you know what {d} is called?",
+    "Which word means {d}?",
+];
+
+/// Longest definition (in words) a trivia question is made from.
+pub const TRIVIA_MAX_WORDS: usize = 18;
+
+/// The definition part of a WordNet gloss: before the first `;`, without parentheses, `None`
+/// when it is shorter than four words or longer than [`TRIVIA_MAX_WORDS`].
+pub fn gloss_definition(gloss: &str) -> Option<String> {
+    let head = gloss.split(';').next()?;
+    let mut out = String::new();
+    let mut depth = 0usize;
+    for c in head.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let ok = (4..=TRIVIA_MAX_WORDS).contains(&words.len()) && !out.contains(['"', '`', ':']);
+    ok.then(|| words.join(" ").trim_end_matches([',', '.']).to_string())
+}
+
+/// A trivia question whose answer is `lemma`, asked from its gloss (`variant` picks the
+/// template): a named person ("English poet who …"), a named place or thing (`lemma` with a
+/// capital: "the largest island in …") or a common noun ("a drafting instrument …"). `None` when
+/// the gloss is unusable or gives the answer away.
+pub fn trivia_question(lemma: &str, gloss: &str, variant: u64) -> Option<String> {
+    let d = gloss_definition(gloss)?;
+    let low = d.to_lowercase();
+    let gives_away = lemma.split([' ', '-']).filter(|w| w.len() > 2).any(|w| low.split(|c: char| !c.is_alphanumeric()).any(|x| x == w.to_lowercase()));
+    if gives_away {
+        return None;
+    }
+    let named = lemma.starts_with(char::is_uppercase);
+    let pick = |set: &[&str]| set[(variant % set.len() as u64) as usize].replace("{d}", &d);
+    Some(if named && d.starts_with(char::is_uppercase) {
+        pick(TRIVIA_PERSON)
+    } else if named {
+        // "record of a British census …" reads as a question only with its article
+        if !["a ", "an ", "the "].iter().any(|a| d.starts_with(a)) {
+            return None;
+        }
+        pick(TRIVIA_NAMED)
+    } else {
+        pick(TRIVIA_THING)
+    })
+}
+
 /// The id and text of every instruct prompt of `split`: topics (`lemmas`: `(pos, word)`, already
-/// filtered to common words), maths, code and passages (`(chat id, turn, text)` of training chats).
-pub fn instruct_prompts(lemmas: &[(char, String)], passages: &[(String, usize, String)], split: Split) -> Vec<(String, String)> {
+/// filtered to common words), maths, code, passages (`(chat id, turn, text)` of training chats)
+/// and trivia (`glosses`: `(synset key, lemma, gloss)` of training-side WordNet nouns).
+pub fn instruct_prompts(
+    lemmas: &[(char, String)],
+    passages: &[(String, usize, String)],
+    glosses: &[(String, String, String)],
+    split: Split,
+) -> Vec<(String, String)> {
     let mut out = Vec::new();
     // A text made twice (small numbers repeat) keeps its first id on both sides of the split, so
     // no held-out text has a twin in training.
@@ -487,6 +556,12 @@ pub fn instruct_prompts(lemmas: &[(char, String)], passages: &[(String, usize, S
         let q = &passages[(i + 1 + (h >> 32) as usize % passages.len().max(1)) % passages.len()].2;
         keep(format!("task:passage:{key}"), passage_task(text, q, h >> 7));
     }
+    // Trivia (`instruct:trivia:<synset>`; `ulm distill --prefer instruct:trivia`).
+    for (key, lemma, gloss) in glosses {
+        if let Some(q) = trivia_question(lemma, gloss, fnv1a(key.as_bytes()) >> 7) {
+            keep(format!("trivia:{key}"), q);
+        }
+    }
     out
 }
 
@@ -518,8 +593,8 @@ mod tests {
     #[test]
     fn the_split_is_the_one_prompt_split_computes() {
         let lemmas: Vec<(char, String)> = (0..400).map(|i| ('n', format!("thing{i}"))).collect();
-        let train = instruct_prompts(&lemmas, &[], Split::Train);
-        let held = instruct_prompts(&lemmas, &[], Split::Heldout);
+        let train = instruct_prompts(&lemmas, &[], &[], Split::Train);
+        let held = instruct_prompts(&lemmas, &[], &[], Split::Heldout);
         assert!(!held.is_empty() && train.len() > 10 * held.len());
         for (id, _) in train.iter() {
             assert_eq!(crate::distilled::prompt_split(id), Split::Train, "{id}");
@@ -600,8 +675,8 @@ mod tests {
     #[test]
     fn every_kind_of_longer_task_is_in_the_prompt_set() {
         let passages: Vec<(String, usize, String)> = (0..200).map(|i| (format!("conv{i}"), 1, format!("message number {i} here"))).collect();
-        let train = instruct_prompts(&[], &passages, Split::Train);
-        let held = instruct_prompts(&[], &passages, Split::Heldout);
+        let train = instruct_prompts(&[], &passages, &[], Split::Train);
+        let held = instruct_prompts(&[], &passages, &[], Split::Heldout);
         for kind in ["task:t:", "task:s:", "task:a:", "task:math:", "task:composed:", "task:code:", "task:passage:"] {
             assert!(train.iter().any(|(id, _)| id.starts_with(&format!("instruct:{kind}"))), "{kind}");
         }
@@ -620,6 +695,32 @@ mod tests {
         let distinct: std::collections::HashSet<&String> = all.iter().collect();
         assert!(distinct.len() > all.len() * 99 / 100, "{} distinct of {}", distinct.len(), all.len());
         assert_eq!(composed_request(17), composed_request(17));
+    }
+
+    #[test]
+    fn trivia_is_asked_backwards_from_the_gloss() {
+        let q = |l: &str, g: &str| trivia_question(l, g, 0);
+        assert_eq!(q("Segovia", "Spanish guitarist who made classical guitar a concert instrument (1893-1987)").unwrap(), "Who was the Spanish guitarist who made classical guitar a concert instrument?");
+        assert_eq!(q("Cuba", "the largest island in the West Indies").unwrap(), "What is the largest island in the West Indies?");
+        let d = q("divider", "a drafting instrument resembling a compass; \"he used a divider\"").unwrap();
+        assert_eq!(d, "What do you call a drafting instrument resembling a compass?");
+        // the answer in its own clue, a gloss too short or too long: no question
+        assert_eq!(q("passage", "a path or passage through which something may pass"), None);
+        assert_eq!(q("balderdash", "trivial nonsense"), None);
+        assert_eq!(q("Olympia", "capital of the state of Washington"), None);
+        assert_eq!(q("x", &"word ".repeat(TRIVIA_MAX_WORDS + 1)), None);
+        for v in 0..15 {
+            let t = trivia_question("volcano", "a fissure in the earth's crust through which molten lava erupts", v).unwrap();
+            assert!(t.contains("a fissure in the earth's crust") && t.ends_with('?') && !t.contains('{'), "{t}");
+        }
+        let train = instruct_prompts(&[], &[], &[("n1".into(), "Cuba".into(), "the largest island in the West Indies".into())], Split::Train);
+        let all: Vec<_> = [train, instruct_prompts(&[], &[], &[("n1".into(), "Cuba".into(), "the largest island in the West Indies".into())], Split::Heldout)]
+            .concat()
+            .into_iter()
+            .filter(|(id, _)| id.starts_with("instruct:trivia:"))
+            .collect();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].0, "instruct:trivia:n1");
     }
 
     #[test]

@@ -123,7 +123,28 @@ pub fn distill_prompts(docs: &[Document], synsets: &[Synset], split: Split, min_
         }
         by_source[2].push(Prompt { id: format!("wordnet-q:{key}"), source: "wordnet-q".into(), text: question(s.pos, &w) });
     }
-    by_source[3] = instruct_prompts(&lemmas, &passages, split)
+    // Trivia from the glosses of WordNet nouns whose gloss text is on the training side, told in
+    // words people use (almost all seen in the chats) and, for common nouns, naming a common word.
+    let mut glosses = Vec::new();
+    for s in synsets.iter().filter(|s| s.pos == 'n') {
+        let key = format!("{}{}", s.pos, s.offset);
+        let Some(w) = s.words.first() else { continue };
+        if split_of("wordnet", &key) != Split::Train || !w.chars().all(|c| c.is_alphabetic() || c == ' ' || c == '-') {
+            continue;
+        }
+        let seen = |x: &str| counts.get(&x.to_lowercase()).copied().unwrap_or(0) >= min_lemma_count;
+        let named = w.starts_with(char::is_uppercase);
+        if !named && !w.split(' ').all(seen) {
+            continue;
+        }
+        let def = s.gloss.split(';').next().unwrap_or("");
+        let gw: Vec<&str> = def.split(|c: char| !c.is_alphabetic()).filter(|x| !x.is_empty()).collect();
+        if gw.is_empty() || gw.iter().filter(|x| seen(x)).count() * 10 < gw.len() * 9 {
+            continue;
+        }
+        glosses.push((key, w.clone(), s.gloss.clone()));
+    }
+    by_source[3] = instruct_prompts(&lemmas, &passages, &glosses, split)
         .into_iter()
         .map(|(id, text)| Prompt { id, source: "instruct".into(), text })
         .collect();
