@@ -705,16 +705,24 @@ mod tests {
         assert!(is_generic_opener("i’m  SORRY for the misunderstanding."));
         assert!(!is_generic_opener("I'm so happy for you"));
         assert!(!is_generic_opener("A volcano is a mountain"));
-        let pair = |id: &str, reply: &str| Pair { id: id.into(), source: "chitchat".into(), prompt: format!("Question {id}?"), reply: reply.into(), finish: Finish::Stop };
-        let pairs = vec![pair("a", "I'm glad to hear that you like it."), pair("b", "Paris is the capital of France.")];
+        let pairs = [("a", "I'm glad to hear that you like it."), ("b", "Paris is the capital of France.")];
+        for (drop, expect) in [(false, 2), (true, 1)] {
+            assert_eq!(opener_exchanges(&pairs, |s| s.opener_drop_generic = drop), expect, "drop_generic = {drop}");
+        }
+    }
+
+    /// Exchanges the openers mix makes of one chitchat question per `(id, reply)`, with `set` applied
+    /// to the `sft` openers settings.
+    fn opener_exchanges(pairs: &[(&str, &str)], set: impl FnOnce(&mut Settings)) -> usize {
+        let pairs: Vec<Pair> = pairs
+            .iter()
+            .map(|(id, reply)| Pair { id: id.to_string(), source: "chitchat".into(), prompt: format!("Question {id}?"), reply: reply.to_string(), finish: Finish::Stop })
+            .collect();
         let mut s = Settings::for_stage(Stage::Sft);
         s.sft_mix = SftMix::Openers;
-        for (drop, expect) in [(false, 2), (true, 1)] {
-            s.opener_drop_generic = drop;
-            let corpus = assemble(Vec::new(), pairs.clone(), &[], &s);
-            let n = corpus.units.iter().flat_map(|u| stage_units(u, &s)).count();
-            assert_eq!(n, expect, "drop_generic = {drop}");
-        }
+        set(&mut s);
+        let corpus = assemble(Vec::new(), pairs, &[], &s);
+        corpus.units.iter().flat_map(|u| stage_units(u, &s)).count()
     }
 
     #[test]
@@ -723,19 +731,14 @@ mod tests {
         assert!(is_hedge_opener("i’m  glad you're INTERESTED in learning"));
         assert!(!is_hedge_opener("I'm not a bot."));
         assert!(!is_hedge_opener("I'm glad you asked"));
-        let pair = |id: &str, reply: &str| Pair { id: id.into(), source: "chitchat".into(), prompt: format!("Question {id}?"), reply: reply.into(), finish: Finish::Stop };
-        let pairs = vec![
-            pair("a", "I'm not sure what you're asking, but I'll try."),
-            pair(&format!("b{STUDENT_SUFFIX}"), "I'm sorry, but as a chatbot, I don't"),
-            pair("c", "Paris is the capital of France."),
+        let student = format!("b{STUDENT_SUFFIX}");
+        let pairs = [
+            ("a", "I'm not sure what you're asking, but I'll try."),
+            (student.as_str(), "I'm sorry, but as a chatbot, I don't"),
+            ("c", "Paris is the capital of France."),
         ];
-        let mut s = Settings::for_stage(Stage::Sft);
-        s.sft_mix = SftMix::Openers;
         for (drop, expect) in [(false, 3), (true, 1)] {
-            s.opener_drop_hedges = drop;
-            let corpus = assemble(Vec::new(), pairs.clone(), &[], &s);
-            let n = corpus.units.iter().flat_map(|u| stage_units(u, &s)).count();
-            assert_eq!(n, expect, "drop_hedges = {drop}");
+            assert_eq!(opener_exchanges(&pairs, |s| s.opener_drop_hedges = drop), expect, "drop_hedges = {drop}");
         }
     }
 
