@@ -713,10 +713,10 @@ mod tests {
             let t = trivia_question("volcano", "a fissure in the earth's crust through which molten lava erupts", v).unwrap();
             assert!(t.contains("a fissure in the earth's crust") && t.ends_with('?') && !t.contains('{'), "{t}");
         }
-        let train = instruct_prompts(&[], &[], &[("n1".into(), "Cuba".into(), "the largest island in the West Indies".into())], Split::Train);
-        let all: Vec<_> = [train, instruct_prompts(&[], &[], &[("n1".into(), "Cuba".into(), "the largest island in the West Indies".into())], Split::Heldout)]
-            .concat()
+        let cuba = [("n1".to_string(), "Cuba".to_string(), "the largest island in the West Indies".to_string())];
+        let all: Vec<_> = [Split::Train, Split::Heldout]
             .into_iter()
+            .flat_map(|split| instruct_prompts(&[], &[], &cuba, split))
             .filter(|(id, _)| id.starts_with("instruct:trivia:"))
             .collect();
         assert_eq!(all.len(), 1);
