@@ -21,7 +21,8 @@
 
 use crate::split::{Split, fnv1a, split_of};
 
-fn article(w: &str) -> &'static str {
+/// "an" before a vowel letter, else "a" (by spelling: "a unicorn" comes out "an unicorn").
+pub(crate) fn article(w: &str) -> &'static str {
     if w.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
 }
 

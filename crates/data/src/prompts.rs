@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use crate::clean::dedup_by;
-use crate::instruct::instruct_prompts;
+use crate::instruct::{article, instruct_prompts};
 use crate::sources::{Body, Document, Role, Synset};
 use crate::split::{Split, fnv1a, split_of};
 
@@ -40,10 +40,6 @@ pub fn word_counts(docs: &[Document]) -> HashMap<String, u32> {
         }
     }
     counts
-}
-
-fn article(w: &str) -> &'static str {
-    if w.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
 }
 
 /// A question about a lemma; the template is picked by a hash so the set is stable.
