@@ -86,7 +86,7 @@ impl CloudArgs {
 }
 
 /// The local opener over the chosen μLM.
-pub fn opener(local: &crate::generate::ModelArgs, temperature: f32, seed: u64, copy_boost: Option<f32>, candidates: Option<usize>) -> Result<LocalOpener> {
+pub fn opener(local: &crate::generate::ModelArgs, temperature: f32, seed: u64, copy_boost: Option<f32>, candidates: Option<usize>, pmi: Option<f32>) -> Result<LocalOpener> {
     let lm = models::load(local.model.as_deref(), &local.precision, local.ctx)?;
     let copy_boost = lm.defaults.copy_boost_or(copy_boost);
     let candidates = lm.defaults.candidates_or(candidates);
@@ -94,7 +94,8 @@ pub fn opener(local: &crate::generate::ModelArgs, temperature: f32, seed: u64, c
         .template(local.template)
         .sampling(Sampling { temperature, seed, ..Sampling::default() })
         .copy_boost(copy_boost)
-        .candidates(candidates))
+        .candidates(candidates)
+        .pmi(pmi))
 }
 
 #[derive(clap::Args)]
@@ -121,6 +122,10 @@ pub struct Args {
     /// 1 = the first, streamed as written; default: the model's generation_config.json).
     #[arg(long)]
     pub candidates: Option<usize>,
+    /// Weight of each candidate's probability without the question, subtracted before choosing
+    /// (0–1; 0: the model's probability alone; default: the model's generation_config.json).
+    #[arg(long)]
+    pub pmi: Option<f32>,
     /// Print one JSON object (text, timeline, recovery mode) at the end instead of the summary.
     #[arg(long)]
     pub json: bool,
@@ -164,7 +169,7 @@ pub fn run(a: Args) -> Result<()> {
         anyhow::bail!("empty prompt: give the message to reply to, e.g. ulm ask --cloud URL \"What is a comet?\"");
     }
     let handoff = a.cloud.handoff(a.words)?;
-    let mut opener = opener(&a.local, a.temperature, a.seed, a.copy_boost, a.candidates)?;
+    let mut opener = opener(&a.local, a.temperature, a.seed, a.copy_boost, a.candidates, a.pmi)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let reply = turn(&rt, &handoff, &mut opener, &[Turn::user(&a.prompt)]);
     println!();

@@ -34,7 +34,7 @@ pub struct Args {
 
 fn run_handoff(a: Args) -> Result<()> {
     let handoff = a.cloud.handoff(a.sample.words)?;
-    let mut opener = crate::ask::opener(&a.model, a.sample.temperature, a.sample.seed, a.sample.copy_boost, a.sample.candidates)?;
+    let mut opener = crate::ask::opener(&a.model, a.sample.temperature, a.sample.seed, a.sample.copy_boost, a.sample.candidates, a.sample.pmi)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let mut history: Vec<ulm_handoff::Turn> = Vec::new();
     eprintln!("ulm chat (handoff to {}) — /reset to start over, /quit to leave", handoff.config().base_url);

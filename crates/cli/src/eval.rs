@@ -96,6 +96,11 @@ pub struct Args {
     /// each model's generation_config.json, 1 without one). Each row records it.
     #[arg(long)]
     pub candidates: Option<usize>,
+    /// Weight of the question-free probability when choosing among candidates
+    /// (ulm_runtime::generate::Candidates::pmi; 0: the model's probability alone; default: each
+    /// model's generation_config.json). Each row records it.
+    #[arg(long)]
+    pub pmi: Option<f32>,
     /// Only rewrite report.md and the plots from per_prompt.jsonl.
     #[arg(long)]
     pub report_only: bool,
@@ -164,7 +169,7 @@ pub fn run(a: Args) -> Result<()> {
         let lm = LoadedModel::open(&models::resolve(Some(m))?, prec, Some(a.ctx))?;
         let mut s = Session::new(&lm.model);
         if let Some(p) = prompts.first() {
-            opener_of(&lm, &mut s, &p.prompt, max_words, seed_of(a.seed, &p.id), lm.defaults.copy_boost_or(a.copy_boost), lm.defaults.candidates_or(a.candidates))?;
+            opener_of(&lm, &mut s, &p.prompt, max_words, seed_of(a.seed, &p.id), lm.defaults.copy_boost_or(a.copy_boost), lm.defaults.candidates_or(a.candidates), lm.defaults.pmi_or(a.pmi))?;
         }
         rss.insert(m.clone(), if reset { models::peak_rss() } else { None });
     }
@@ -187,7 +192,8 @@ pub fn run(a: Args) -> Result<()> {
         let params = params(&lm);
         let copy_boost = lm.defaults.copy_boost_or(a.copy_boost);
         let candidates = lm.defaults.candidates_or(a.candidates);
-        eprintln!("{m}: copy boost {copy_boost}, best of {candidates}");
+        let pmi = lm.defaults.pmi_or(a.pmi);
+        eprintln!("{m}: copy boost {copy_boost}, best of {candidates}, pmi {pmi}");
         let mut s = Session::new(&lm.model);
         if scorer.is_none() {
             let sc = LoadedModel::open(&scorer_path, prec, Some(a.ctx.max(2048)))?;
@@ -215,9 +221,10 @@ pub fn run(a: Args) -> Result<()> {
                     top_k: a.top_k,
                     copy_boost: Some(copy_boost),
                     candidates: Some(candidates),
+                    pmi: Some(pmi),
                     ..Row::default()
                 };
-                match opener_of(&lm, &mut s, &p.prompt, w, seed, copy_boost, candidates) {
+                match opener_of(&lm, &mut s, &p.prompt, w, seed, copy_boost, candidates, pmi) {
                     Ok(o) => {
                         row.names_topic = Some(names_topic(&p.prompt, &o.text));
                         row.opener = o.text;
@@ -448,7 +455,7 @@ fn write_meta(a: &Args, rows: &[Row]) -> Result<()> {
             "prompts_sha256": sha256_file(&a.prompts).ok(),
             "models": a.models, "scorer": a.scorer, "words": a.words, "top_k": a.top_k,
             "precision": a.precision, "ctx": a.ctx, "limit": a.limit, "seed": a.seed,
-            "sampling": {"temperature": 0.5, "top_p": 0.9, "seed": "base seed xor fnv1a64(prompt id)", "copy_boost": a.copy_boost.map_or_else(|| serde_json::json!("each model's default (per row)"), |c| serde_json::json!(c)), "candidates": a.candidates.map_or_else(|| serde_json::json!("each model's default (per row)"), |c| serde_json::json!(c))},
+            "sampling": {"temperature": 0.5, "top_p": 0.9, "seed": "base seed xor fnv1a64(prompt id)", "copy_boost": a.copy_boost.map_or_else(|| serde_json::json!("each model's default (per row)"), |c| serde_json::json!(c)), "candidates": a.candidates.map_or_else(|| serde_json::json!("each model's default (per row)"), |c| serde_json::json!(c)), "pmi": a.pmi.map_or_else(|| serde_json::json!("each model's default (per row)"), |c| serde_json::json!(c))},
             "cloud": a.cloud, "provider": a.provider, "cloud_model": a.cloud_model, "cloud_max_tokens": a.cloud_max_tokens, "cloud_seed": a.cloud.as_ref().map(|_| "prompt seed & 0x7fffffff"),
             "words_per_second": a.cloud.as_ref().map(|_| Config::new(ProviderKind::Prefill, "").words_per_second),
             "judge": a.judge, "judge_model": a.judge.as_ref().map(|_| &a.judge_model),

@@ -64,9 +64,14 @@ pub struct SampleArgs {
     pub copy_boost: Option<f32>,
     /// Sample this many openers and print the best (does not loop, names the topic, then most probable; 1 =
     /// the first, streamed as written). Default with --words: the model's generation_config.json
-    /// (4 for the shipped μLMs); without --words: 1.
+    /// (8 for ulm-8m); without --words: 1.
     #[arg(long)]
     pub candidates: Option<usize>,
+    /// With several candidates, subtract this weight × each one's probability without the
+    /// question before choosing (0–1; 0: the model's probability alone; default: the model's
+    /// generation_config.json).
+    #[arg(long)]
+    pub pmi: Option<f32>,
     /// Random seed: the same seed gives the same reply.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -94,7 +99,7 @@ impl SampleArgs {
     /// the reply is an opener (--words); `None` for one reply.
     pub fn candidates(&self, lm: &ulm_runtime::generate::LoadedModel, question: &str) -> Option<ulm_runtime::generate::Candidates> {
         let n = self.candidates.or_else(|| self.words.map(|_| lm.defaults.candidates_or(None)))?;
-        ulm_runtime::generate::Candidates::optional(question, n)
+        ulm_runtime::generate::Candidates::optional(question, n).map(|c| ulm_runtime::generate::Candidates { pmi: self.pmi, ..c })
     }
 }
 

@@ -9,7 +9,7 @@
 //!
 //! let lm = LoadedModel::open("assets/models/SmolLM2-135M-Instruct.Q4_1.gguf".as_ref(), Precision::Native, Some(1024))?;
 //! let mut s = Session::new(&lm.model);
-//! let o = opener(&lm, &mut s, "What is a comet?", 8, 42, 0.0, 1)?;
+//! let o = opener(&lm, &mut s, "What is a comet?", 8, 42, 0.0, 1, 0.0)?;
 //! let sc = score(&lm, &mut s, "What is a comet?", "", &o.text, 10)?;
 //! println!("{:.3} nats/token, {}/{} in top-10", sc.ll_sum / sc.tokens as f64, sc.accepted, sc.tokens);
 //! # Ok::<(), ulm_eval::EvalError>(())

@@ -46,12 +46,13 @@ pub struct Opener {
 
 /// The first `words` words of a reply to `prompt` (the model's chat prompt; temperature 0.5,
 /// top-p 0.9, `seed`, the [`CopyBoost`] of `copy` when it is not 0, the best of `candidates`
+/// (chosen with [`Candidates::pmi`] `pmi`)
 /// when more than 1), from an empty session so that prefill is timed.
-pub fn opener(lm: &LoadedModel, s: &mut Session, prompt: &str, words: usize, seed: u64, copy: f32, candidates: usize) -> Result<Opener, EvalError> {
+pub fn opener(lm: &LoadedModel, s: &mut Session, prompt: &str, words: usize, seed: u64, copy: f32, candidates: usize, pmi: f32) -> Result<Opener, EvalError> {
     let ids = lm.chat_prompt(prompt)?;
     s.truncate(0);
     let copy = CopyBoost::optional(&lm.tokenizer, prompt, copy)?;
-    let opts = GenerateOptions { max_tokens: words * 6 + 8, words: Some(words), sampling: Sampling { seed, ..Sampling::default() }, copy, candidates: Candidates::optional(prompt, candidates) };
+    let opts = GenerateOptions { max_tokens: words * 6 + 8, words: Some(words), sampling: Sampling { seed, ..Sampling::default() }, copy, candidates: Candidates::optional(prompt, candidates).map(|c| Candidates { pmi: Some(pmi), ..c }) };
     let t0 = Instant::now();
     let mut ttfw = None;
     let g = generate(lm, s, &ids, &opts, &mut |p| {

@@ -334,13 +334,15 @@ pub fn write_report(dir: &Path, rows: &[Row]) -> Result<(), EvalError> {
             f(g.names_topic, 3),
         );
     }
-    let mut boosts: Vec<(String, String, usize)> =
-        rows.iter().map(|r| (short(&r.model), r.copy_boost.map_or("not recorded".into(), |c| format!("{c}")), r.candidates.unwrap_or(1))).collect();
+    let mut boosts: Vec<(String, String, usize, String)> = rows
+        .iter()
+        .map(|r| (short(&r.model), r.copy_boost.map_or("not recorded".into(), |c| format!("{c}")), r.candidates.unwrap_or(1), format!("{}", r.pmi.unwrap_or(0.0))))
+        .collect();
     boosts.sort();
     boosts.dedup();
     md += &format!(
-        "\nCopy boost and candidates of the openers (`--copy-boost`, `--candidates`; default each model's own): {}.\n",
-        boosts.iter().map(|(m, c, n)| format!("{m} {c}, best of {n}")).collect::<Vec<_>>().join("; ")
+        "\nCopy boost, candidates and pmi of the openers (`--copy-boost`, `--candidates`, `--pmi`; default each model's own): {}.\n",
+        boosts.iter().map(|(m, c, n, pmi)| format!("{m} {c}, best of {n}, pmi {pmi}")).collect::<Vec<_>>().join("; ")
     );
     md += &guard_section(&groups);
     md += "\n## Handoff (seamlessness and latency)\n\n";

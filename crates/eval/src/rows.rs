@@ -107,6 +107,10 @@ pub struct Row {
     /// written before it was recorded (one).
     #[serde(default)]
     pub candidates: Option<usize>,
+    /// Weight of the question-free probability in the choice among candidates
+    /// (`ulm_runtime::generate::Candidates::pmi`); `None` in rows written before it was recorded (0).
+    #[serde(default)]
+    pub pmi: Option<f32>,
     /// The judge's 1–5 score of the full reply.
     pub judge: Option<f64>,
     /// The judge model.

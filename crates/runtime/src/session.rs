@@ -31,6 +31,9 @@ pub struct Session {
     pub(crate) logits: Vec<f32>,  // (vocab)
     pub(crate) pool: Option<Arc<Pool>>,
     pub(crate) history: Vec<u32>, // (max_seq) the tokens in the cache, capacity reserved up front
+    /// A second cache that scores candidate replies without the question
+    /// ([`crate::generate::Candidates::pmi`]), made on first use and kept.
+    pub(crate) side: Option<Box<Session>>,
 }
 
 /// Scratch for advancing up to `max` sessions by one token each in one forward pass
@@ -143,6 +146,7 @@ impl Session {
             logits: vec![0.0; c.vocab_size],
             pool: None,
             history: Vec::with_capacity(c.max_seq_len),
+            side: None,
         }
     }
 
@@ -189,8 +193,8 @@ impl Session {
         &self.logits
     }
 
-    /// Bytes this session holds (KV cache and scratch).
+    /// Bytes this session holds (KV cache and scratch, and its side cache once made).
     pub fn bytes(&self) -> usize {
-        4 * (self.k_cache.len() + self.v_cache.len() + self.logits.len()) + self.scratch.bytes()
+        4 * (self.k_cache.len() + self.v_cache.len() + self.logits.len()) + self.scratch.bytes() + self.side.as_ref().map_or(0, |s| s.bytes())
     }
 }

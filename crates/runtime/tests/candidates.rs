@@ -1,14 +1,15 @@
 //! Best of several openers (`GenerateOptions::candidates`) on the tiny golden model: the chosen
 //! reply is one of the replies the same seeds give one by one, an opener that names the topic
 //! beats one that does not, then one that does not repeat itself, among equals the most
-//! probable wins, it arrives in one piece, and
-//! the session left behind still gives the same replies as a fresh one.
+//! probable wins (or, with `pmi`, the one the question made most probable), it arrives in one
+//! piece, and the session left behind still gives the same replies as a fresh one.
 
 use std::path::PathBuf;
 
 use ulm_runtime::copy::CopyBoost;
 use ulm_runtime::generate::{Candidates, Fit, GenerateOptions, Generation, LoadedModel, generate};
 use ulm_runtime::sampler::Sampling;
+use ulm_runtime::tokenizer::{ChatMessage, render_chatml};
 use ulm_runtime::{Precision, Session};
 
 fn golden() -> LoadedModel {
@@ -93,4 +94,55 @@ fn one_candidate_is_the_plain_stream_and_the_session_stays_usable() {
     let (fresh, _) = run(&lm, &mut Session::new(&lm.model), &opts(&lm, 11, None));
     assert_eq!(again.tokens, fresh.tokens);
     assert_eq!(again.prompt_tokens, 1, "the prompt was fed once; only its last token again");
+}
+
+/// Mean log-probability of `g`'s tokens after a chat prompt with an empty user turn, from a
+/// fresh session: what the reply is worth without the question.
+fn prior(lm: &LoadedModel, g: &Generation) -> f32 {
+    let mut ids = lm.tokenizer.encode_chat(&[ChatMessage::user("")], |m| Ok(render_chatml(m, true))).unwrap();
+    let start = ids.len();
+    ids.extend(&g.tokens);
+    let mut s = Session::new(&lm.model);
+    let mut sum = 0.0;
+    lm.model
+        .forward_each(&mut s, &ids, &mut |i, logits| {
+            if i + 1 >= start && i + 1 < ids.len() {
+                sum += ulm_runtime::generate::logprob_entropy(logits, ids[i + 1]).0;
+            }
+        })
+        .unwrap();
+    sum / g.tokens.len() as f32
+}
+
+/// [`opts`] without the copy boost: the golden model's replies then differ more from seed to seed.
+fn plain_opts(seed: u64, candidates: Option<Candidates>) -> GenerateOptions {
+    GenerateOptions { copy: None, ..opts(&golden(), seed, candidates) }
+}
+
+#[test]
+fn with_pmi_the_choice_among_equals_is_what_the_question_made_probable() {
+    let lm = golden();
+    assert_eq!(lm.defaults.pmi, 0.0, "the golden folder sets no pmi");
+    let n = 8;
+    let with = |pmi| Some(Candidates { pmi, ..Candidates::new(Q, n) });
+    let mut changed = 0;
+    for seed in 0..24u64 {
+        let singles: Vec<Generation> = (0..n as u64).map(|k| run(&lm, &mut Session::new(&lm.model), &plain_opts(seed + k, None)).0).collect();
+        let (plain, _) = run(&lm, &mut Session::new(&lm.model), &plain_opts(seed, with(None)));
+        let (zero, _) = run(&lm, &mut Session::new(&lm.model), &plain_opts(seed, with(Some(0.0))));
+        assert_eq!(zero.tokens, plain.tokens, "seed {seed}: pmi 0 is the model's probability alone");
+
+        let mut s = Session::new(&lm.model);
+        let (best, _) = run(&lm, &mut s, &plain_opts(seed, with(Some(1.0))));
+        let chosen = Fit::of(Q, &best.text).rank();
+        assert_eq!(chosen, singles.iter().map(|g| Fit::of(Q, &g.text).rank()).max().unwrap(), "seed {seed}: fit still comes first");
+        let score = |g: &Generation| mean(g) - prior(&lm, g);
+        for g in singles.iter().filter(|g| Fit::of(Q, &g.text).rank() == chosen) {
+            assert!(score(g) <= score(&best) + 1e-4, "seed {seed}: {:?} ({}) beats the chosen {:?} ({})", g.text, score(g), best.text, score(&best));
+        }
+        changed += usize::from(best.tokens != plain.tokens);
+        // The question-free scoring happens beside the session: it still holds the prompt.
+        assert_eq!(&s.tokens()[..lm.chat_prompt(Q).unwrap().len()], lm.chat_prompt(Q).unwrap().as_slice());
+    }
+    assert!(changed > 0, "pmi never changed the choice in these seeds (the test above checks nothing)");
 }

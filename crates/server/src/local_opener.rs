@@ -52,6 +52,8 @@ pub struct LocalOpener {
     max_tokens: usize,
     copy_boost: f32,
     candidates: usize,
+    /// `Candidates::pmi` of the choice (`None`: the model's own).
+    pmi: Option<f32>,
     calls: u64,
     /// The server whose generation slots the model calls take (none: ungated, as in `ulm ask`),
     /// and a slot already taken for the first call.
@@ -74,7 +76,7 @@ impl LocalOpener {
     /// An opener over `lm` that takes its sessions from a shared `sessions` pool.
     pub fn with_sessions(lm: LoadedModel, sessions: Arc<SessionPool>) -> Self {
         let (copy_boost, candidates) = (lm.defaults.copy_boost, lm.defaults.candidates_or(None));
-        LocalOpener { lm, sessions, template: false, sampling: Sampling::default(), max_tokens: DEFAULT_MAX_TOKENS, copy_boost, candidates, calls: 0, gate: None }
+        LocalOpener { lm, sessions, template: false, sampling: Sampling::default(), max_tokens: DEFAULT_MAX_TOKENS, copy_boost, candidates, pmi: None, calls: 0, gate: None }
     }
 
     /// Use the model's own chat template instead of plain ChatML with no system turn.
@@ -102,6 +104,13 @@ impl LocalOpener {
     /// own (`generation_config.json`; 1 without one).
     pub fn candidates(mut self, n: usize) -> Self {
         self.candidates = n.max(1);
+        self
+    }
+
+    /// Weight of the question-free probability in that choice ([`Candidates::pmi`]; `None`: the
+    /// model's own, 0 without one).
+    pub fn pmi(mut self, pmi: Option<f32>) -> Self {
+        self.pmi = pmi;
         self
     }
 
@@ -247,7 +256,7 @@ impl OpenerModel for LocalOpener {
         let prompt = self.prompt(conversation, None, self.max_tokens)?;
         let question = conversation.iter().rev().find(|t| t.role == Role::User).map_or("", |t| t.content.as_str());
         let copy = CopyBoost::optional(&self.lm.tokenizer, question, self.copy_boost).map_err(err)?;
-        let candidates = Candidates::optional(question, self.candidates);
+        let candidates = Candidates::optional(question, self.candidates).map(|c| Candidates { pmi: self.pmi, ..c });
         let opts = GenerateOptions { max_tokens: self.max_tokens, words: Some(words.max(1)), sampling: self.next_sampling(), copy, candidates };
         let mut text = String::new();
         let g = self.run(&prompt, &opts, &mut |p| {
