@@ -124,7 +124,7 @@ pub struct Args {
     pub candidates: Option<usize>,
     /// Weight of each candidate's probability without the question, subtracted before choosing
     /// (0–1; 0: the model's probability alone; default: the model's generation_config.json).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::generate::parse_pmi, allow_negative_numbers = true)]
     pub pmi: Option<f32>,
     /// Print one JSON object (text, timeline, recovery mode) at the end instead of the summary.
     #[arg(long)]

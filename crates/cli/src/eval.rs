@@ -99,7 +99,7 @@ pub struct Args {
     /// Weight of the question-free probability when choosing among candidates
     /// (ulm_runtime::generate::Candidates::pmi; 0: the model's probability alone; default: each
     /// model's generation_config.json). Each row records it.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::generate::parse_pmi, allow_negative_numbers = true)]
     pub pmi: Option<f32>,
     /// Only rewrite report.md and the plots from per_prompt.jsonl.
     #[arg(long)]

@@ -70,11 +70,17 @@ pub struct SampleArgs {
     /// With several candidates, subtract this weight × each one's probability without the
     /// question before choosing (0–1; 0: the model's probability alone; default: the model's
     /// generation_config.json).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_pmi, allow_negative_numbers = true)]
     pub pmi: Option<f32>,
     /// Random seed: the same seed gives the same reply.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+/// `--pmi`: a weight in 0–1, as in a model's generation_config.json.
+pub fn parse_pmi(s: &str) -> Result<f32, String> {
+    let w: f32 = s.parse().map_err(|e| format!("{e}: give a number such as 0.5"))?;
+    if (0.0..=1.0).contains(&w) { Ok(w) } else { Err(format!("{w} is outside 0–1 (0: the model's probability alone)")) }
 }
 
 impl SampleArgs {

@@ -159,3 +159,34 @@ fn candidates_pick_one_of_the_seeds_replies_from_the_flag_or_the_folder() {
     assert!(changed > 0, "best of 4 never differed from the first reply");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn pmi_from_the_flag_or_the_folder_changes_the_choice_and_a_bad_weight_is_refused() {
+    let dir = golden_copy("pmi");
+    let say = |model: &std::path::Path, seed: u64, extra: &[&str]| -> String {
+        let out = ulm()
+            .args(["generate", "--model", model.to_str().unwrap(), "--temperature", "1.2", "--top-p", "1", "--copy-boost", "0", "--max-tokens", "24"])
+            .args(["--seed", &seed.to_string(), "--words", "4", "--candidates", "8"])
+            .args(extra)
+            .arg("Tell me about the volcano.")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    std::fs::write(dir.join("generation_config.json"), r#"{"pmi": 1.0}"#).unwrap();
+    let mut changed = 0;
+    for seed in 0..6u64 {
+        let (plain, weighed) = (say(&golden(), seed, &[]), say(&golden(), seed, &["--pmi", "1"]));
+        assert_eq!(say(&dir, seed, &[]), weighed, "seed {seed}: the folder's pmi = the flag");
+        assert_eq!(say(&dir, seed, &["--pmi", "0"]), plain, "seed {seed}: the flag overrides the folder");
+        changed += usize::from(weighed != plain);
+    }
+    assert!(changed > 0, "pmi 1 never changed the choice");
+    for bad in ["1.5", "-0.2", "much"] {
+        let out = ulm().args(["generate", "--model", dir.to_str().unwrap(), "--pmi", bad, "hi"]).output().unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(!out.status.success() && err.contains("--pmi"), "{bad}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

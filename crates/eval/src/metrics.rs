@@ -46,8 +46,8 @@ pub struct Opener {
 
 /// The first `words` words of a reply to `prompt` (the model's chat prompt; temperature 0.5,
 /// top-p 0.9, `seed`, the [`CopyBoost`] of `copy` when it is not 0, the best of `candidates`
-/// (chosen with [`Candidates::pmi`] `pmi`)
-/// when more than 1), from an empty session so that prefill is timed.
+/// when more than 1, chosen with [`Candidates::pmi`] = `pmi`), from an empty session so that
+/// prefill is timed.
 pub fn opener(lm: &LoadedModel, s: &mut Session, prompt: &str, words: usize, seed: u64, copy: f32, candidates: usize, pmi: f32) -> Result<Opener, EvalError> {
     let ids = lm.chat_prompt(prompt)?;
     s.truncate(0);
