@@ -129,22 +129,26 @@ fn a_model_folder_sets_its_own_copy_boost_and_the_flag_overrides_it() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `ulm generate` of the golden model's reply to "Tell me about the volcano." with hot sampling
+/// (temperature 1.2, no nucleus), so that its replies differ from seed to seed.
+fn say_hot(model: &std::path::Path, seed: u64, copy_boost: &str, extra: &[&str]) -> String {
+    let out = ulm()
+        .args(["generate", "--model", model.to_str().unwrap(), "--temperature", "1.2", "--top-p", "1", "--copy-boost", copy_boost, "--max-tokens", "24"])
+        .args(["--seed", &seed.to_string()])
+        .args(extra)
+        .arg("Tell me about the volcano.")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn candidates_pick_one_of_the_seeds_replies_from_the_flag_or_the_folder() {
     let dir = golden_copy("candidates");
-    // Hot sampling with a strong boost: the golden model's replies differ from seed to seed,
-    // some spelling "volca…" and some not (crates/runtime/tests/candidates.rs).
-    let say = |model: &std::path::Path, seed: u64, extra: &[&str]| -> String {
-        let out = ulm()
-            .args(["generate", "--model", model.to_str().unwrap(), "--temperature", "1.2", "--top-p", "1", "--copy-boost", "9", "--max-tokens", "24"])
-            .args(["--seed", &seed.to_string()])
-            .args(extra)
-            .arg("Tell me about the volcano.")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
+    // With a strong boost some of the replies spell "volca…" and some do not
+    // (crates/runtime/tests/candidates.rs).
+    let say = |model: &std::path::Path, seed: u64, extra: &[&str]| say_hot(model, seed, "9", extra);
     std::fs::write(dir.join("generation_config.json"), r#"{"candidates": 4}"#).unwrap();
     let mut changed = 0;
     for seed in 0..6u64 {
@@ -163,17 +167,7 @@ fn candidates_pick_one_of_the_seeds_replies_from_the_flag_or_the_folder() {
 #[test]
 fn pmi_from_the_flag_or_the_folder_changes_the_choice_and_a_bad_weight_is_refused() {
     let dir = golden_copy("pmi");
-    let say = |model: &std::path::Path, seed: u64, extra: &[&str]| -> String {
-        let out = ulm()
-            .args(["generate", "--model", model.to_str().unwrap(), "--temperature", "1.2", "--top-p", "1", "--copy-boost", "0", "--max-tokens", "24"])
-            .args(["--seed", &seed.to_string(), "--words", "4", "--candidates", "8"])
-            .args(extra)
-            .arg("Tell me about the volcano.")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let say = |model: &std::path::Path, seed: u64, extra: &[&str]| say_hot(model, seed, "0", &[&["--words", "4", "--candidates", "8"], extra].concat());
     std::fs::write(dir.join("generation_config.json"), r#"{"pmi": 1.0}"#).unwrap();
     let mut changed = 0;
     for seed in 0..6u64 {
