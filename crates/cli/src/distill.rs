@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use ulm_data::prompts::{Prompt, distill_prompts};
 use ulm_data::{Split, sources};
 
+mod invent;
 mod student;
 
 /// Progress of a long run: indicatif's bar on a terminal; written to a log file (`nohup … >
@@ -168,6 +169,17 @@ pub struct Args {
     /// With --student: only the prompts of shard K of N (`0/2`, `1/2`: one process per core).
     #[arg(long)]
     shard: Option<String>,
+    /// Have a base model write this many free-form requests into `--requests` (appending,
+    /// resumable) and exit ([`invent`]).
+    #[arg(long, requires = "requests")]
+    invent: Option<usize>,
+    /// With --invent: base URL of the OpenAI-compatible server hosting the writer (Gemma 3 270M).
+    #[arg(long, default_value = "http://127.0.0.1:8091")]
+    writer: String,
+    /// A JSON-lines file of invented requests (`{"id","source","text"}`): with --invent, where
+    /// they are written; otherwise they join the prompt set (source `invented`).
+    #[arg(long)]
+    requests: Option<PathBuf>,
 }
 
 /// One teacher reply with its provenance.
@@ -277,7 +289,20 @@ pub fn run(a: Args) -> Result<()> {
     if a.pack {
         return pack(&a);
     }
-    let prompts = prompts_of(&a.assets, a.heldout)?;
+    let mut prompts = prompts_of(&a.assets, a.heldout)?;
+    if let Some(n) = a.invent {
+        let heldout = invent::heldout_texts(&a.assets, &prompts_of(&a.assets, true)?)?;
+        return invent::run(&a.writer, n, a.requests.as_deref().expect("clap: requires"), &prompts, &heldout, a.concurrency);
+    }
+    if let Some(path) = &a.requests {
+        if !a.heldout {
+            let extra = invent::read_requests(path)?;
+            if extra.is_empty() {
+                bail!("{}: no requests; write some with --invent N --requests {}", path.display(), path.display());
+            }
+            prompts.extend(extra);
+        }
+    }
     if a.print_prompts {
         let mut out = std::io::stdout().lock();
         for p in &prompts {

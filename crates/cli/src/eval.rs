@@ -101,6 +101,12 @@ pub struct Args {
     /// model's generation_config.json). Each row records it.
     #[arg(long, value_parser = crate::generate::parse_pmi, allow_negative_numbers = true)]
     pub pmi: Option<f32>,
+    /// Record every candidate of the best-of choice in each row (`rivals`: text, fit, the
+    /// model's log-probabilities, the question-free one when pmi scored it, which was chosen,
+    /// and the scorer's mean log-likelihood after the question and after an empty one): the
+    /// material for studying how the choice should rank (scripts/rival_study.py).
+    #[arg(long)]
+    pub keep_candidates: bool,
     /// Only rewrite report.md and the plots from per_prompt.jsonl.
     #[arg(long)]
     pub report_only: bool,
@@ -228,6 +234,15 @@ pub fn run(a: Args) -> Result<()> {
                     Ok(o) => {
                         row.names_topic = Some(names_topic(&p.prompt, &o.text));
                         row.opener = o.text;
+                        if a.keep_candidates && !o.rivals.is_empty() {
+                            let mut rivals = o.rivals;
+                            for r in &mut rivals {
+                                let mean = |s: ulm_eval::Score| (s.tokens > 0).then(|| s.ll_sum / s.tokens as f64);
+                                r.scorer_ll = score(sc, ss, &p.prompt, "", &r.text, a.top_k).ok().and_then(mean);
+                                r.scorer_prior = score(sc, ss, "", "", &r.text, a.top_k).ok().and_then(mean);
+                            }
+                            row.rivals = Some(rivals);
+                        }
                         row.opener_tokens = o.tokens;
                         row.ttfw_ms = o.ttfw_ms;
                         row.opener_ms = o.ms;

@@ -271,3 +271,61 @@ fn print_prompts_heldout_is_disjoint_from_the_asked_set() {
     let out = Command::new(env!("CARGO_BIN_EXE_ulm")).current_dir(root()).args(["distill", "--heldout"]).output().unwrap();
     assert!(!out.status.success(), "--heldout without --print-prompts must be refused");
 }
+
+/// `--invent`: a model behind `ulm serve` (SmolLM2, raw completions) continues numbered lists of
+/// example requests; the file gets distinct requests that read as such and none close to a
+/// held-out or MT-Bench prompt, a second run appends without repeating, and `--requests` puts them
+/// into the prompt set the teacher is asked.
+#[test]
+fn invent_writes_distinct_requests_resumes_and_joins_the_prompt_set() {
+    assert!(root().join("assets").exists(), "assets/ is missing: run scripts/fetch-assets.sh (scripts/test.sh does)");
+    let server = Served::start(&["--model", "smollm2", "--ctx", "512"], None);
+    let dir = std::env::temp_dir().join(format!("ulm-invent-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("invented.jsonl");
+    let invent = |n: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ulm"))
+            .current_dir(root())
+            .args(["distill", "--invent", n, "--writer", &server.url, "--requests", file.to_str().unwrap(), "--concurrency", "2"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ulm distill --invent {n} failed: {}", String::from_utf8_lossy(&out.stderr));
+        records(&file)
+    };
+    let first = invent("2");
+    assert!(first.len() >= 2, "{first:?}");
+    let second = invent("5");
+    assert!(second.len() >= 5 && second[..first.len()] == first[..], "a second run appends");
+    let texts: Vec<&str> = second.iter().map(|r| r["text"].as_str().unwrap()).collect();
+    let norms: HashSet<String> = texts.iter().map(|t| ulm_data::invent::norm(t)).collect();
+    assert_eq!(norms.len(), texts.len(), "no request twice: {texts:?}");
+    let ids: HashSet<&str> = second.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), second.len());
+    for r in &second {
+        assert_eq!(r["source"], "invented");
+        assert!(r["id"].as_str().unwrap().starts_with("invented:"));
+        assert!(ulm_data::invent::is_request(r["text"].as_str().unwrap()), "{r}");
+    }
+    // None close to a held-out prompt or an MT-Bench turn.
+    let held = Command::new(env!("CARGO_BIN_EXE_ulm")).current_dir(root()).args(["distill", "--print-prompts", "--heldout"]).output().unwrap();
+    let mut heldout: Vec<String> = String::from_utf8_lossy(&held.stdout).lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["text"].as_str().unwrap().to_string()).collect();
+    let mt = std::fs::read_to_string(root().join("assets/data/mt_bench_questions.jsonl")).unwrap();
+    heldout.extend(mt.lines().flat_map(|l| serde_json::from_str::<Value>(l).unwrap()["turns"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect::<Vec<_>>()));
+    let guard = ulm_data::invent::Guard::new(&heldout);
+    assert!(guard.leaks(&heldout[0]), "the guard sees the held-out prompts");
+    assert!(texts.iter().all(|t| !guard.leaks(t)));
+
+    // They join the prompt set.
+    let out = Command::new(env!("CARGO_BIN_EXE_ulm")).current_dir(root()).args(["distill", "--print-prompts", "--requests", file.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success());
+    let listed: HashSet<String> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|p| p["source"] == "invented").map(|p| p["text"].as_str().unwrap().to_string()).collect();
+    assert_eq!(listed.len(), texts.len());
+    // An empty file is refused with the fix.
+    let empty = dir.join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ulm")).current_dir(root()).args(["distill", "--print-prompts", "--requests", empty.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--invent"), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -306,3 +306,30 @@ fn judge_through_ulm_serve_with_smollm2() {
     eprintln!("judge (SmolLM2 through ulm serve): {} scored {judged:?}, {unscored} could not score", judged.len());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn keep_candidates_records_every_opener_the_choice_saw() {
+    let dir = scratch("rivals");
+    let (kept, plain) = (dir.join("kept"), dir.join("plain"));
+    let p = prompts(&dir);
+    eval(&p, &kept, &["--candidates", "4", "--pmi", "0.5", "--keep-candidates", "--limit", "3"]);
+    eval(&p, &plain, &["--candidates", "4", "--pmi", "0.5", "--limit", "3"]);
+    let (kept, plain) = (rows(&kept), rows(&plain));
+    assert_eq!(kept.len(), 6);
+    for (k, q) in kept.iter().zip(&plain) {
+        assert_eq!(k["opener"], q["opener"], "recording the candidates does not change the choice");
+        assert!(q.get("rivals").is_none(), "without the flag no candidates are written");
+        let rivals = k["rivals"].as_array().unwrap_or_else(|| panic!("no rivals in {k}"));
+        assert_eq!(rivals.len(), 4);
+        let chosen: Vec<&Value> = rivals.iter().filter(|r| r["chosen"] == true).collect();
+        assert_eq!(chosen.len(), 1);
+        assert_eq!(chosen[0]["text"].as_str().unwrap().trim(), k["opener"].as_str().unwrap().trim());
+        for r in rivals {
+            assert!(r["mean_logprob"].as_f64().unwrap() <= 0.0 && r["min_logprob"].as_f64().unwrap() <= r["mean_logprob"].as_f64().unwrap());
+            assert!(r["tokens"].as_u64().unwrap() > 0);
+            assert!(r["scorer_ll"].as_f64().unwrap() < 0.0 && r["scorer_prior"].as_f64().unwrap() < 0.0, "{r}");
+        }
+        assert!(rivals.iter().any(|r| r["prior"].is_number()), "pmi 0.5 scores the best fit without the question: {k}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -14,6 +14,7 @@ pub mod clean;
 pub mod distilled;
 pub mod eval;
 pub mod instruct;
+pub mod invent;
 pub mod pref;
 pub mod prompts;
 pub mod render;

@@ -30,4 +30,4 @@ pub use metrics::{Opener, Score, first_words, opener, params, repeats_opener, sc
 pub use ulm_handoff::recovery::restarts;
 pub use ulm_runtime::copy::names_topic;
 pub use report::{Group, MODES, PAPER_POINTS, by_category, category_of, opener_repeats_itself, seam_labels, sha256_file, short, summarize, write_report};
-pub use rows::{HandoffRow, Row, read_rows};
+pub use rows::{HandoffRow, RivalRow, Row, read_rows};

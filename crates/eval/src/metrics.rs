@@ -7,7 +7,7 @@ use ulm_runtime::Session;
 use ulm_runtime::generate::{Candidates, GenerateOptions, LoadedModel, generate, logprob_entropy};
 use ulm_runtime::sampler::Sampling;
 
-use crate::EvalError;
+use crate::{EvalError, RivalRow};
 
 /// The seed of one prompt: the base seed xor FNV-1a 64 of its id (stable across runs and machines).
 pub fn seed_of(base: u64, id: &str) -> u64 {
@@ -42,6 +42,8 @@ pub struct Opener {
     /// The model's confidence as the handoff's pre-handoff guard reads it
     /// ([`ulm_handoff::opener::mean_probability`] of the sampled tokens).
     pub confidence: Option<f32>,
+    /// Every candidate when several were sampled ([`ulm_runtime::generate::Generation::rivals`]).
+    pub rivals: Vec<RivalRow>,
 }
 
 /// The first `words` words of a reply to `prompt` (the model's chat prompt; temperature 0.5,
@@ -62,7 +64,8 @@ pub fn opener(lm: &LoadedModel, s: &mut Session, prompt: &str, words: usize, see
         true
     })?;
     let confidence = ulm_handoff::opener::mean_probability(&g.logprobs);
-    Ok(Opener { text: g.text, tokens: g.tokens.len(), ttfw_ms: ttfw, ms: g.total.as_secs_f64() * 1000.0, confidence })
+    let rivals = g.rivals.iter().map(RivalRow::from).collect();
+    Ok(Opener { text: g.text, tokens: g.tokens.len(), ttfw_ms: ttfw, ms: g.total.as_secs_f64() * 1000.0, confidence, rivals })
 }
 
 /// How a scorer rates a text.
@@ -80,9 +83,11 @@ pub struct Score {
 /// per-token log-probabilities and how many tokens were in the scorer's top-k.
 ///
 /// The leading tokens the session already holds are not fed again, so scoring several texts
-/// after the same prompt one after another pays for the prompt once.
+/// after the same prompt one after another pays for the prompt once. An empty `prompt` scores
+/// after an empty question ([`LoadedModel::empty_question_prompt`]): what the text is worth
+/// without one.
 pub fn score(sc: &LoadedModel, s: &mut Session, prompt: &str, context: &str, text: &str, k: usize) -> Result<Score, EvalError> {
-    let mut ids = sc.chat_prompt(prompt)?;
+    let mut ids = if prompt.trim().is_empty() { sc.empty_question_prompt()? } else { sc.chat_prompt(prompt)? };
     if !context.is_empty() {
         ids.extend(sc.tokenizer.encode(context, false)?);
     }

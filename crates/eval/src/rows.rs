@@ -4,6 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use ulm_handoff::Reply;
+use ulm_runtime::generate::Rival;
 
 use crate::{repeats_opener, restarts};
 
@@ -111,6 +112,9 @@ pub struct Row {
     /// (`ulm_runtime::generate::Candidates::pmi`); `None` in rows written before it was recorded (0).
     #[serde(default)]
     pub pmi: Option<f32>,
+    /// Every candidate the choice saw, with `ulm eval --keep-candidates` (else absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rivals: Option<Vec<RivalRow>>,
     /// The judge's 1–5 score of the full reply.
     pub judge: Option<f64>,
     /// The judge model.
@@ -121,6 +125,53 @@ pub struct Row {
     pub judge_error: Option<String>,
     /// What failed, if anything.
     pub error: Option<String>,
+}
+
+/// One candidate of a best-of choice ([`Rival`]), as a row records it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RivalRow {
+    /// Its text.
+    pub text: String,
+    /// It loops.
+    pub loops: bool,
+    /// It names the question's topic.
+    pub names_topic: bool,
+    /// Tokens sampled.
+    pub tokens: usize,
+    /// Mean log-probability of its tokens under the opener model.
+    pub mean_logprob: f32,
+    /// Its least probable token's log-probability.
+    pub min_logprob: f32,
+    /// Mean entropy of the model's distribution over its steps (nats).
+    pub mean_entropy: f32,
+    /// Mean log-probability after an empty question, when the pmi choice scored it.
+    pub prior: Option<f32>,
+    /// The one chosen.
+    pub chosen: bool,
+    /// Mean log-likelihood per token under the scorer after the question (`ulm eval`'s scorer).
+    #[serde(default)]
+    pub scorer_ll: Option<f64>,
+    /// The same after an empty question: with `scorer_ll`, how much the question made it likely.
+    #[serde(default)]
+    pub scorer_prior: Option<f64>,
+}
+
+impl From<&Rival> for RivalRow {
+    fn from(r: &Rival) -> RivalRow {
+        RivalRow {
+            text: r.text.clone(),
+            loops: r.fit.loops,
+            names_topic: r.fit.names_topic,
+            tokens: r.tokens,
+            mean_logprob: r.mean_logprob,
+            min_logprob: r.min_logprob,
+            mean_entropy: r.mean_entropy,
+            prior: r.prior,
+            chosen: r.chosen,
+            scorer_ll: None,
+            scorer_prior: None,
+        }
+    }
 }
 
 /// Rows of per_prompt.jsonl; a torn last line (a kill mid-write) is skipped.

@@ -39,3 +39,28 @@ fn scoring_after_the_same_prompt_equals_scoring_fresh() {
     let mean = |x: &ulm_eval::Score| x.ll_sum / x.tokens as f64;
     assert!(mean(&fresh[0]) > mean(&fresh[2]), "an on-topic opener should score above an off-topic one: {fresh:?}");
 }
+
+#[test]
+fn an_empty_prompt_scores_after_an_empty_question() {
+    let lm = ulm_8m();
+    let text = "A volcano is a mountain that erupts";
+    let mut s = Session::new(&lm.model);
+    let without = score(&lm, &mut s, "", "", text, 10).unwrap();
+    // By hand: the empty question's prompt, then the text, each token's log-probability.
+    let mut ids = lm.empty_question_prompt().unwrap();
+    let start = ids.len();
+    ids.extend(lm.tokenizer.encode(text, false).unwrap());
+    let mut sum = 0.0f64;
+    lm.model
+        .forward_each(&mut Session::new(&lm.model), &ids, &mut |i, logits| {
+            if i + 1 >= start && i + 1 < ids.len() {
+                sum += f64::from(ulm_runtime::generate::logprob_entropy(logits, ids[i + 1]).0);
+            }
+        })
+        .unwrap();
+    assert_eq!(without.tokens, ids.len() - start);
+    assert!((without.ll_sum - sum).abs() < 1e-3, "{} against {sum}", without.ll_sum);
+    // The question makes the answer to it more likely than no question does.
+    let with = score(&lm, &mut s, "What is a volcano?", "", text, 10).unwrap();
+    assert!(with.ll_sum > without.ll_sum, "{} with the question, {} without", with.ll_sum, without.ll_sum);
+}

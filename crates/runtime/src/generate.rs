@@ -148,6 +148,12 @@ impl LoadedModel {
         self.conversation_prompt(&[ChatMessage::user(user)], false)
     }
 
+    /// Tokens of an empty user turn and the assistant's generation prompt: the baseline against
+    /// which [`Candidates::pmi`] asks how much the question made a reply likely.
+    pub fn empty_question_prompt(&self) -> Result<Vec<u32>> {
+        self.render(&[ChatMessage::user("")], false)
+    }
+
     /// Tokens of a whole conversation ending with a generation prompt for the assistant.
     /// `template` chooses the model's own chat template; otherwise plain ChatML, no system turn.
     pub fn conversation_prompt(&self, messages: &[ChatMessage], template: bool) -> Result<Vec<u32>> {
@@ -334,6 +340,31 @@ pub struct Generation {
     pub entropies: Vec<f32>,
     /// Tokens generated in all, over every candidate ([`Candidates`]; else `tokens.len()`).
     pub sampled_tokens: usize,
+    /// Every candidate of a best-of choice, in sampling order, as the choice saw it (empty
+    /// without [`Candidates`]): what `ulm eval --keep-candidates` records to study the choice.
+    pub rivals: Vec<Rival>,
+}
+
+/// One candidate of a best-of choice ([`Candidates`]) and what the choice knew of it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rival {
+    /// Its text.
+    pub text: String,
+    /// Whether it loops and names the topic.
+    pub fit: Fit,
+    /// Tokens sampled.
+    pub tokens: usize,
+    /// Mean log-probability of its tokens under the model (the choice's score before pmi).
+    pub mean_logprob: f32,
+    /// Its least probable token's log-probability.
+    pub min_logprob: f32,
+    /// Mean entropy (nats) of the model's distribution over its steps.
+    pub mean_entropy: f32,
+    /// Mean log-probability of its tokens after an empty question, when the pmi choice scored
+    /// it (pmi > 0, and only candidates of the best fit).
+    pub prior: Option<f32>,
+    /// The one chosen.
+    pub chosen: bool,
 }
 
 impl Generation {
@@ -413,9 +444,7 @@ fn generate_best(lm: &LoadedModel, session: &mut Session, prompt: &[u32], opts: 
         all.push((c.rank(&g), g));
     }
     let pmi = c.pmi.unwrap_or(lm.defaults.pmi);
-    if pmi > 0.0 {
-        prior_penalty(lm, session, &mut all, pmi)?;
-    }
+    let priors = if pmi > 0.0 { prior_penalty(lm, session, &mut all, pmi)? } else { vec![None; all.len()] };
     // The first of equals wins, as when they were compared one by one.
     let mut best = 0;
     for i in 1..all.len() {
@@ -423,7 +452,9 @@ fn generate_best(lm: &LoadedModel, session: &mut Session, prompt: &[u32], opts: 
             best = i;
         }
     }
+    let rivals = all.iter().zip(priors).enumerate().map(|(i, ((_, g), prior))| Rival::of(&c.question, g, prior, i == best)).collect();
     let (_, mut g) = all.swap_remove(best);
+    g.rivals = rivals;
     let at = start.elapsed();
     if !g.text.is_empty() {
         on_piece(Piece { text: &g.text, at, words: g.text.split_whitespace().count() }); // the last piece: nothing left to stop
@@ -437,12 +468,29 @@ fn generate_best(lm: &LoadedModel, session: &mut Session, prompt: &[u32], opts: 
     Ok(g)
 }
 
+impl Rival {
+    fn of(question: &str, g: &Generation, prior: Option<f32>, chosen: bool) -> Rival {
+        let n = g.logprobs.len().max(1) as f32;
+        Rival {
+            text: g.text.clone(),
+            fit: Fit::of(question, &g.text),
+            tokens: g.tokens.len(),
+            mean_logprob: g.logprobs.iter().sum::<f32>() / n,
+            min_logprob: g.logprobs.iter().copied().fold(0.0, f32::min),
+            mean_entropy: g.entropies.iter().sum::<f32>() / n,
+            prior,
+            chosen,
+        }
+    }
+}
+
 /// Subtracts `pmi` × the mean log-probability of each candidate's tokens after an empty question
-/// from its score, for the candidates of the best fit (the others cannot win). They are scored in
-/// `session`'s side cache (made on first use, sharing its threads), so `session` keeps the prompt.
-fn prior_penalty(lm: &LoadedModel, session: &mut Session, all: &mut [((bool, bool, f32), Generation)], pmi: f32) -> Result<()> {
+/// from its score, for the candidates of the best fit (the others cannot win), and returns those
+/// means (`None` for the others). They are scored in `session`'s side cache (made on first use,
+/// sharing its threads), so `session` keeps the prompt.
+fn prior_penalty(lm: &LoadedModel, session: &mut Session, all: &mut [((bool, bool, f32), Generation)], pmi: f32) -> Result<Vec<Option<f32>>> {
     let top = all.iter().map(|(r, _)| (r.0, r.1)).max().expect("n > 1 candidates");
-    let empty = lm.render(&[ChatMessage::user("")], false)?;
+    let empty = lm.empty_question_prompt()?;
     let mut prior = match session.side.take() {
         Some(side) if side.max_seq == lm.model.config().max_seq_len => side,
         _ => Box::new(Session::new(&lm.model)),
@@ -456,7 +504,8 @@ fn prior_penalty(lm: &LoadedModel, session: &mut Session, all: &mut [((bool, boo
 /// [`prior_penalty`]'s scoring in the side cache `prior`. The candidates go in token order, so
 /// one that shares a start with the one before (many do: "I'm glad you…", or the same reply
 /// twice) feeds only the tokens after the shared start and reuses their log-probabilities.
-fn score_priors(lm: &LoadedModel, prior: &mut Session, empty: &[u32], all: &mut [((bool, bool, f32), Generation)], top: (bool, bool), pmi: f32) -> Result<()> {
+fn score_priors(lm: &LoadedModel, prior: &mut Session, empty: &[u32], all: &mut [((bool, bool, f32), Generation)], top: (bool, bool), pmi: f32) -> Result<Vec<Option<f32>>> {
+    let mut priors = vec![None; all.len()];
     let mut order: Vec<usize> = (0..all.len()).filter(|&i| (all[i].0.0, all[i].0.1) == top && !all[i].1.tokens.is_empty()).collect();
     order.sort_by(|&a, &b| all[a].1.tokens.cmp(&all[b].1.tokens));
     let (mut ids, mut lps, mut before): (Vec<u32>, Vec<f32>, &[u32]) = (Vec::new(), Vec::new(), &[]);
@@ -482,10 +531,12 @@ fn score_priors(lm: &LoadedModel, prior: &mut Session, empty: &[u32], all: &mut 
                 }
             })?;
         }
-        all[i].0.2 -= pmi * lps.iter().sum::<f32>() / tokens.len() as f32;
+        let mean = lps.iter().sum::<f32>() / tokens.len() as f32;
+        all[i].0.2 -= pmi * mean;
+        priors[i] = Some(mean);
         before = &all[i].1.tokens;
     }
-    Ok(())
+    Ok(priors)
 }
 
 /// True when a word of `text` (a run without whitespace) holds one piece of 1–8 ASCII characters
@@ -618,6 +669,7 @@ impl<'a> Generator<'a> {
                 logprobs: Vec::with_capacity(opts.max_tokens),
                 entropies: Vec::with_capacity(opts.max_tokens),
                 sampled_tokens: 0,
+                rivals: Vec::new(),
             },
         })
     }

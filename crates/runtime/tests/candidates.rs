@@ -146,3 +146,37 @@ fn with_pmi_the_choice_among_equals_is_what_the_question_made_probable() {
     }
     assert!(changed > 0, "pmi never changed the choice in these seeds (the test above checks nothing)");
 }
+
+#[test]
+fn the_choice_reports_every_candidate_as_it_saw_them() {
+    let lm = golden();
+    let n = 6;
+    for seed in 0..6u64 {
+        let singles: Vec<Generation> = (0..n as u64).map(|k| run(&lm, &mut Session::new(&lm.model), &plain_opts(seed + k, None)).0).collect();
+        let (alone, _) = run(&lm, &mut Session::new(&lm.model), &plain_opts(seed, None));
+        assert!(alone.rivals.is_empty(), "one opener: no choice to report");
+
+        let (best, _) = run(&lm, &mut Session::new(&lm.model), &plain_opts(seed, Some(Candidates { pmi: Some(1.0), ..Candidates::new(Q, n) })));
+        assert_eq!(best.rivals.len(), n, "seed {seed}");
+        let top = singles.iter().map(|g| Fit::of(Q, &g.text).rank()).max().unwrap();
+        for (r, g) in best.rivals.iter().zip(&singles) {
+            assert_eq!((r.text.as_str(), r.tokens), (g.text.as_str(), g.tokens.len()), "seed {seed}: in sampling order");
+            assert_eq!(r.fit, Fit::of(Q, &g.text));
+            assert!((r.mean_logprob - mean(g)).abs() < 1e-5);
+            assert_eq!(r.min_logprob, g.logprobs.iter().copied().fold(0.0, f32::min));
+            assert!((r.mean_entropy - g.entropies.iter().sum::<f32>() / g.entropies.len() as f32).abs() < 1e-5);
+            // The question-free probability is scored for the candidates that can win, only.
+            match r.prior {
+                Some(p) => assert!(r.fit.rank() == top && (p - prior(&lm, g)).abs() < 1e-4, "seed {seed}: {r:?}"),
+                None => assert!(r.fit.rank() != top || g.tokens.is_empty(), "seed {seed}: {r:?} lacks its prior"),
+            }
+        }
+        assert!(best.rivals.iter().any(|r| r.prior.is_some()), "seed {seed}: no prior scored");
+        let chosen: Vec<_> = best.rivals.iter().filter(|r| r.chosen).collect();
+        assert_eq!(chosen.len(), 1);
+        assert_eq!(chosen[0].text, best.text);
+
+        let (no_pmi, _) = run(&lm, &mut Session::new(&lm.model), &plain_opts(seed, Some(Candidates { pmi: Some(0.0), ..Candidates::new(Q, n) })));
+        assert!(no_pmi.rivals.iter().all(|r| r.prior.is_none()), "pmi 0 scores no question-free probability");
+    }
+}
