@@ -54,6 +54,22 @@ def cell(s):
     return " ".join(s.replace("\t", " ").split())
 
 
+def write_batches(out, items, batches, describe):
+    """Writes `items` (already shuffled) as numbered lines of `batches` files batch-K.tsv in
+    `out`; `describe(item)` gives its key entry, prompt and opener. Returns the key: item
+    number -> the entry, with its batch."""
+    os.makedirs(out, exist_ok=True)
+    key, per = {}, math.ceil(len(items) / batches)
+    for b in range(batches):
+        with open(os.path.join(out, f"batch-{b}.tsv"), "w") as f:
+            f.write("# item\tprompt\topener\n")
+            for i in range(b * per, min(len(items), (b + 1) * per)):
+                entry, prompt, opener = describe(items[i])
+                key[str(i + 1)] = {**entry, "batch": b}
+                f.write(f"{i + 1}\t{cell(prompt)}\t{cell(opener)}\n")
+    return key
+
+
 def make(a):
     prompts = {}
     for line in open(a.prompts):
@@ -70,16 +86,8 @@ def make(a):
         sys.exit(f"{len(missing)} (model, prompt) rows are missing, e.g. {missing[:3]}: give every model's run")
     items = [(m, pid) for pid in ids for m in a.model]
     random.Random(a.seed).shuffle(items)
-    os.makedirs(a.out, exist_ok=True)
-    key = {}
-    per = math.ceil(len(items) / a.batches)
-    for b in range(a.batches):
-        with open(os.path.join(a.out, f"batch-{b}.tsv"), "w") as f:
-            f.write("# item\tprompt\topener\n")
-            for i in range(b * per, min(len(items), (b + 1) * per)):
-                m, pid = items[i]
-                key[str(i + 1)] = {"model": m, "id": pid, "batch": b}
-                f.write(f"{i + 1}\t{cell(prompts[pid])}\t{cell(rows[(m, pid)])}\n")
+    key = write_batches(a.out, items, a.batches,
+                        lambda it: ({"model": it[0], "id": it[1]}, prompts[it[1]], rows[it]))
     with open(os.path.join(a.out, "key.json"), "w") as f:
         json.dump({"seed": a.seed, "words": a.words, "models": a.model, "items": key}, f, indent=0)
     with open(os.path.join(a.out, "RUBRIC.txt"), "w") as f:

@@ -30,7 +30,7 @@ import sys
 from collections import defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blind_read import LABELS, RUBRIC, cell, kappa  # noqa: E402
+from blind_read import LABELS, RUBRIC, kappa, write_batches  # noqa: E402
 
 
 def load(run):
@@ -57,15 +57,7 @@ def make(a):
     rows = load(a.run)
     items = [(pid, t) for pid in sorted(rows) if pid in prompts for _, t in distinct(rows[pid]["rivals"])]
     random.Random(a.seed).shuffle(items)
-    os.makedirs(a.out, exist_ok=True)
-    key, per = {}, math.ceil(len(items) / a.batches)
-    for b in range(a.batches):
-        with open(os.path.join(a.out, f"batch-{b}.tsv"), "w") as f:
-            f.write("# item\tprompt\topener\n")
-            for i in range(b * per, min(len(items), (b + 1) * per)):
-                pid, t = items[i]
-                key[str(i + 1)] = {"id": pid, "text": t, "batch": b}
-                f.write(f"{i + 1}\t{cell(prompts[pid])}\t{cell(t)}\n")
+    key = write_batches(a.out, items, a.batches, lambda it: ({"id": it[0], "text": it[1]}, prompts[it[0]], it[1]))
     with open(os.path.join(a.out, "key.json"), "w") as f:
         json.dump({"seed": a.seed, "run": a.run, "items": key}, f, indent=0)
     with open(os.path.join(a.out, "RUBRIC.txt"), "w") as f:
