@@ -74,7 +74,7 @@ def make(a):
     prompts = {}
     for line in open(a.prompts):
         r = json.loads(line)
-        prompts[r["id"]] = r["prompt"]
+        prompts[r["id"]] = r.get("prompt", r.get("text"))  # `text`: as ulm distill --print-prompts writes it
     # `--model NAME=ALIAS`: the run's model name, and the name the key and the tables use
     alias = dict((m.split("=", 1) + [m])[:2] for m in a.model)
     a.model = list(alias.values())

@@ -53,7 +53,8 @@ def distinct(rivals):
 
 
 def make(a):
-    prompts = {json.loads(l)["id"]: json.loads(l)["prompt"] for l in open(a.prompts)}
+    listed = [json.loads(l) for l in open(a.prompts)]
+    prompts = {r["id"]: r.get("prompt", r.get("text")) for r in listed}  # `text`: as ulm distill --print-prompts writes it
     rows = load(a.run)
     items = [(pid, t) for pid in sorted(rows) if pid in prompts for _, t in distinct(rows[pid]["rivals"])]
     random.Random(a.seed).shuffle(items)

@@ -144,6 +144,8 @@ pub struct Args {
     /// With --print-prompts: the held-out split's prompts instead, less any whose text is also in
     /// the asked set: never asked, never trained on (for reading a μLM on prompts like the
     /// training ones that it has not seen).
+    /// With `--requests FILE` too: also those requests of FILE that fall on the held-out side
+    /// (by prompt or record id), which `ulm data` never trains on.
     #[arg(long, requires = "print_prompts")]
     heldout: bool,
     /// On-policy distillation instead of asking a teacher server: this μLM (folder or name)
@@ -295,13 +297,12 @@ pub fn run(a: Args) -> Result<()> {
         return invent::run(&a.writer, n, a.requests.as_deref().expect("clap: requires"), &prompts, &heldout, a.concurrency);
     }
     if let Some(path) = &a.requests {
-        if !a.heldout {
-            let extra = invent::read_requests(path)?;
-            if extra.is_empty() {
-                bail!("{}: no requests; write some with --invent N --requests {}", path.display(), path.display());
-            }
-            prompts.extend(extra);
+        let extra = invent::read_requests(path)?;
+        if extra.is_empty() {
+            bail!("{}: no requests; write some with --invent N --requests {}", path.display(), path.display());
         }
+        // With --heldout (--print-prompts only): the requests `ulm data` never trains on.
+        prompts.extend(extra.into_iter().filter(|p| !a.heldout || ulm_data::distilled::record_split(&p.id) == Split::Heldout));
     }
     if a.print_prompts {
         let mut out = std::io::stdout().lock();

@@ -33,7 +33,8 @@ use crate::models;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Prompt set (JSONL with `prompt`, optional `id`, `source`, `category`).
+    /// Prompt set (JSONL with `prompt` or `text`, optional `id`, `source`, `category`; `ulm
+    /// distill --print-prompts` writes one).
     #[arg(long, default_value = "data/eval/dev.jsonl")]
     pub prompts: PathBuf,
     /// Report directory (per_prompt.jsonl, report.md, meta.json, plots).
@@ -121,6 +122,8 @@ struct Prompt {
     source: String,
     #[serde(default)]
     category: String,
+    /// Also read as `text`, the name `ulm distill --print-prompts` gives it.
+    #[serde(alias = "text")]
     prompt: String,
 }
 

@@ -272,6 +272,38 @@ fn print_prompts_heldout_is_disjoint_from_the_asked_set() {
     assert!(!out.status.success(), "--heldout without --print-prompts must be refused");
 }
 
+/// `--print-prompts --heldout --requests FILE` lists exactly the requests of FILE that `ulm data`
+/// never trains on (held out by prompt or record id), and without `--heldout` every request.
+#[test]
+fn heldout_requests_are_the_ones_never_trained_on() {
+    assert!(root().join("assets").exists(), "assets/ is missing: run scripts/fetch-assets.sh (scripts/test.sh does)");
+    let dir = std::env::temp_dir().join(format!("ulm-heldout-requests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("requests.jsonl");
+    let ids: Vec<String> = (0..400u64).map(|i| format!("invented:{:016x}", i.wrapping_mul(0x9e3779b97f4a7c15))).collect();
+    let lines: Vec<String> = ids.iter().enumerate().map(|(i, id)| format!(r#"{{"id":"{id}","source":"invented","text":"What is request number {i}?"}}"#)).collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let listed = |heldout: bool| -> HashSet<String> {
+        let mut args = vec!["distill", "--print-prompts", "--requests", file.to_str().unwrap()];
+        if heldout {
+            args.push("--heldout");
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_ulm")).current_dir(root()).args(&args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|p| p["source"] == "invented")
+            .map(|p| p["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let want: HashSet<String> = ids.iter().filter(|id| ulm_data::distilled::record_split(id) == ulm_data::Split::Heldout).cloned().collect();
+    assert!(!want.is_empty() && want.len() < ids.len() / 4, "about 8 % held out, got {} of {}", want.len(), ids.len());
+    assert_eq!(listed(true), want);
+    assert_eq!(listed(false).len(), ids.len());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `--invent`: a model behind `ulm serve` (SmolLM2, raw completions) continues numbered lists of
 /// example requests; the file gets distinct requests that read as such and none close to a
 /// held-out or MT-Bench prompt, a second run appends without repeating, and `--requests` puts them

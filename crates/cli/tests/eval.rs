@@ -29,7 +29,8 @@ fn prompts(dir: &Path) -> PathBuf {
         r#"{"id":"t2","source":"mtbench","category":"stem","prompt":"What is a comet?"}"#,
         r#"{"id":"t3","source":"mtbench","category":"stem","prompt":"Why is the sky blue?"}"#,
         r#"{"id":"t4","source":"chitchat","category":"chitchat-question","prompt":"How are you today?"}"#,
-        r#"{"id":"t5","source":"mtbench","category":"writing","prompt":"Write a haiku about rain."}"#,
+        // `text` instead of `prompt`: as `ulm distill --print-prompts` writes a prompt.
+        r#"{"id":"t5","source":"mtbench","category":"writing","text":"Write a haiku about rain."}"#,
     ];
     std::fs::write(&p, lines.join("\n") + "\n").unwrap();
     p

@@ -95,15 +95,7 @@ impl Pair {
     /// The split of the pair: held out when its prompt's document is, or when its id falls in
     /// the [`HELDOUT_PER_MILLE`] share.
     pub fn split(&self) -> Split {
-        // A prompt asked again (`<id>#redo`) falls on the side of its first answer.
-        let id = prompt_id(&self.id);
-        if prompt_split(id) == Split::Heldout
-            || fnv1a(format!("distill-heldout:{id}").as_bytes()) % 1000 < HELDOUT_PER_MILLE
-        {
-            Split::Heldout
-        } else {
-            Split::Train
-        }
+        record_split(&self.id)
     }
 
     /// Applies the filters (in this order): empty, echo of the prompt, repetition loop, drift
@@ -137,6 +129,18 @@ impl Pair {
 /// Suffix of the id of a record written by the student itself (`ulm distill --student`: the
 /// μLM's opener the teacher scored best of several), beside the teacher's own reply.
 pub const STUDENT_SUFFIX: &str = "#student";
+
+/// The split of the distilled record `id` ([`Pair::split`]): held out when its prompt's document
+/// is, or when the id falls in the [`HELDOUT_PER_MILLE`] share. Never trained on when held out.
+pub fn record_split(id: &str) -> Split {
+    // A prompt asked again (`<id>#redo`) falls on the side of its first answer.
+    let id = prompt_id(id);
+    if prompt_split(id) == Split::Heldout || fnv1a(format!("distill-heldout:{id}").as_bytes()) % 1000 < HELDOUT_PER_MILLE {
+        Split::Heldout
+    } else {
+        Split::Train
+    }
+}
 
 /// The prompt id of a record id: `chitchat:abc:0#redo` → `chitchat:abc:0`.
 pub fn prompt_id(id: &str) -> &str {
