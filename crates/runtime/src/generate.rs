@@ -452,7 +452,7 @@ fn generate_best(lm: &LoadedModel, session: &mut Session, prompt: &[u32], opts: 
             best = i;
         }
     }
-    let rivals = all.iter().zip(priors).enumerate().map(|(i, ((_, g), prior))| Rival::of(&c.question, g, prior, i == best)).collect();
+    let rivals = all.iter().zip(priors).enumerate().map(|(i, (((no_loop, topic, _), g), prior))| Rival::of(Fit { loops: !no_loop, names_topic: *topic }, g, prior, i == best)).collect();
     let (_, mut g) = all.swap_remove(best);
     g.rivals = rivals;
     let at = start.elapsed();
@@ -469,11 +469,12 @@ fn generate_best(lm: &LoadedModel, session: &mut Session, prompt: &[u32], opts: 
 }
 
 impl Rival {
-    fn of(question: &str, g: &Generation, prior: Option<f32>, chosen: bool) -> Rival {
+    /// `fit` as [`Candidates::rank`] judged it (not judged again).
+    fn of(fit: Fit, g: &Generation, prior: Option<f32>, chosen: bool) -> Rival {
         let n = g.logprobs.len().max(1) as f32;
         Rival {
             text: g.text.clone(),
-            fit: Fit::of(question, &g.text),
+            fit,
             tokens: g.tokens.len(),
             mean_logprob: g.logprobs.iter().sum::<f32>() / n,
             min_logprob: g.logprobs.iter().copied().fold(0.0, f32::min),
