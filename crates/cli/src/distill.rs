@@ -175,6 +175,10 @@ pub struct Args {
     /// resumable) and exit ([`invent`]).
     #[arg(long, requires = "requests")]
     invent: Option<usize>,
+    /// With --invent: what the writer is shown and writes, `questions` (everyday questions and
+    /// short requests) or `tasks` (many-part tasks in MT-Bench's register, 12–90 words).
+    #[arg(long, default_value = "questions")]
+    invent_style: ulm_data::invent::Style,
     /// With --invent: base URL of the OpenAI-compatible server hosting the writer (Gemma 3 270M).
     #[arg(long, default_value = "http://127.0.0.1:8091")]
     writer: String,
@@ -294,7 +298,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut prompts = prompts_of(&a.assets, a.heldout)?;
     if let Some(n) = a.invent {
         let heldout = invent::heldout_texts(&a.assets, &prompts_of(&a.assets, true)?)?;
-        return invent::run(&a.writer, n, a.requests.as_deref().expect("clap: requires"), &prompts, &heldout, a.concurrency);
+        return invent::run(&a.writer, a.invent_style, n, a.requests.as_deref().expect("clap: requires"), &prompts, &heldout, a.concurrency);
     }
     if let Some(path) = &a.requests {
         let extra = invent::read_requests(path)?;

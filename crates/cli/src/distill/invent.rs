@@ -10,6 +10,8 @@
 //! Each list shows three of our own requests (`SEED_REQUESTS`) and five training prompts (never
 //! held-out ones, never chitchat small talk); whatever the writer adds is parsed, deduplicated
 //! against every request so far, and dropped if it is close to a held-out or MT-Bench prompt.
+//! With `--invent-style tasks` the lists are of many-part tasks instead: five of ours
+//! (`SEED_TASKS`) and three of the training tasks, and the writer's are kept at 12–90 words.
 //! Append-only and resumable: a restart counts what the file holds.
 
 use std::collections::HashSet;
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
 use serde::Deserialize;
-use ulm_data::invent::{Guard, examples, list_prompt, norm, parse_list};
+use ulm_data::invent::{Guard, Style, norm, styled_examples, styled_list_prompt, styled_parse_list};
 use ulm_data::prompts::Prompt;
 use ulm_data::sources;
 
@@ -52,7 +54,7 @@ struct Choice {
 }
 
 /// Writes requests into `out` until it holds `want`.
-pub fn run(writer: &str, want: usize, out: &Path, train: &[Prompt], heldout: &[String], concurrency: usize) -> Result<()> {
+pub fn run(writer: &str, style: Style, want: usize, out: &Path, train: &[Prompt], heldout: &[String], concurrency: usize) -> Result<()> {
     if out.extension().is_some_and(|e| e == "gz") {
         bail!("{}: --invent appends to a plain JSON-lines file; give one without .gz and compress it when done", out.display());
     }
@@ -60,17 +62,30 @@ pub fn run(writer: &str, want: usize, out: &Path, train: &[Prompt], heldout: &[S
     let mut seen: HashSet<String> = have.iter().map(|p| norm(&p.text)).collect();
     seen.extend(train.iter().map(|p| norm(&p.text)));
     let guard = Guard::new(heldout);
-    // Examples: training prompts that read as requests, not small talk.
-    let pool: Vec<&str> = train.iter().filter(|p| p.source != "chitchat" && ulm_data::invent::is_request(&p.text)).map(|p| p.text.as_str()).collect();
+    // Near-repeats: the writer often goes on with variations of a request it just wrote, or of
+    // an example; with tasks (long enough for content words to tell them apart) those are
+    // dropped as repeats too, not only the same text.
+    let mut near = (style == Style::Tasks).then(|| {
+        let mut g = Guard::new(style.seeds());
+        have.iter().for_each(|p| g.add(&p.text));
+        g
+    });
+    // Examples: training prompts that read as requests of the style, not small talk; tasks from
+    // the task templates only (not trivia or sums, which are long questions, not tasks).
+    let pool: Vec<&str> = train
+        .iter()
+        .filter(|p| p.source != "chitchat" && style.reads(&p.text) && (style == Style::Questions || p.id.starts_with("instruct:task")))
+        .map(|p| p.text.as_str())
+        .collect();
     if pool.len() < 5 {
-        bail!("only {} training prompts read as requests; run scripts/fetch-assets.sh", pool.len());
+        bail!("only {} training prompts read as {style:?}; run scripts/fetch-assets.sh", pool.len());
     }
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(out).with_context(|| format!("{}", out.display()))?;
     let start_n = have.len();
-    eprintln!("{start_n} requests in {}, writing up to {want} with {writer}", out.display());
+    eprintln!("{start_n} requests in {}, writing up to {want} ({style:?}) with {writer}", out.display());
     let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(300)).build()?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let start = Instant::now();
@@ -85,12 +100,12 @@ pub fn run(writer: &str, want: usize, out: &Path, train: &[Prompt], heldout: &[S
         // One round of `concurrency` lists, each with its own seed (resumable: seeds go on from
         // the count in the file, so a restart does not ask the same lists again).
         let round: Vec<(u64, String)> = (0..concurrency as u64)
-            .map(|k| (calls + k, list_prompt(&examples(calls + k, &pool))))
+            .map(|k| (calls + k, styled_list_prompt(style, &styled_examples(style, calls + k, &pool))))
             .collect();
         calls += concurrency as u64;
         let answers: Vec<Result<String>> = rt.block_on(
             futures_util::stream::iter(round.iter().map(|(seed, prompt)| {
-                let body = serde_json::json!({"prompt": prompt, "max_tokens": 160, "temperature": 1.0, "top_p": 0.95, "seed": seed, "stop": ["\n\n"]});
+                let body = serde_json::json!({"prompt": prompt, "max_tokens": if style == Style::Tasks { 224 } else { 160 }, "temperature": 1.0, "top_p": 0.95, "seed": seed, "stop": ["\n\n"]});
                 let (client, url) = (client.clone(), format!("{}/v1/completions", writer.trim_end_matches('/')));
                 async move {
                     let r = client.post(&url).json(&body).send().await?.error_for_status()?;
@@ -113,14 +128,17 @@ pub fn run(writer: &str, want: usize, out: &Path, train: &[Prompt], heldout: &[S
                     continue;
                 }
             };
-            for r in parse_list(&text, 9) {
+            for r in styled_parse_list(style, &text, 9) {
                 if guard.leaks(&r) {
                     dropped_leak += 1;
                     continue;
                 }
-                if !seen.insert(norm(&r)) {
+                if near.as_ref().is_some_and(|g| g.leaks(&r)) || !seen.insert(norm(&r)) {
                     dropped_seen += 1;
                     continue;
+                }
+                if let Some(g) = near.as_mut() {
+                    g.add(&r);
                 }
                 let p = Prompt { id: format!("{SOURCE}:{:016x}", ulm_data::split::fnv1a(norm(&r).as_bytes())), source: SOURCE.into(), text: r };
                 file.write_all((serde_json::to_string(&p)? + "\n").as_bytes())?;
