@@ -348,6 +348,24 @@ fn invent_writes_distinct_requests_resumes_and_joins_the_prompt_set() {
     assert!(guard.leaks(&heldout[0]), "the guard sees the held-out prompts");
     assert!(texts.iter().all(|t| !guard.leaks(t)));
 
+    // --invent-style tasks: long many-part lines, in a file of their own, none near a held-out prompt.
+    let tasks_file = dir.join("tasks.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_ulm"))
+        .current_dir(root())
+        .args(["distill", "--invent", "2", "--invent-style", "tasks", "--writer", &server.url, "--requests", tasks_file.to_str().unwrap(), "--concurrency", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ulm distill --invent-style tasks failed: {}", String::from_utf8_lossy(&out.stderr));
+    let tasks = records(&tasks_file);
+    assert!(tasks.len() >= 2, "{tasks:?}");
+    for r in &tasks {
+        let t = r["text"].as_str().unwrap();
+        assert!(ulm_data::invent::Style::Tasks.reads(t) && t.split_whitespace().count() >= 12, "{t}");
+        assert!(!guard.leaks(t), "{t}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_ulm")).current_dir(root()).args(["distill", "--invent", "2", "--invent-style", "essays", "--requests", tasks_file.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("questions or tasks"), "{}", String::from_utf8_lossy(&out.stderr));
+
     // They join the prompt set.
     let out = Command::new(env!("CARGO_BIN_EXE_ulm")).current_dir(root()).args(["distill", "--print-prompts", "--requests", file.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success());
