@@ -177,7 +177,7 @@ pub struct Args {
     invent: Option<usize>,
     /// With --invent: what the writer is shown and writes, `questions` (everyday questions and
     /// short requests) or `tasks` (many-part tasks in MT-Bench's register, 12–90 words).
-    #[arg(long, default_value = "questions")]
+    #[arg(long, default_value = "questions", requires = "invent")]
     invent_style: ulm_data::invent::Style,
     /// With --invent: base URL of the OpenAI-compatible server hosting the writer (Gemma 3 270M).
     #[arg(long, default_value = "http://127.0.0.1:8091")]

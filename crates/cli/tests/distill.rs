@@ -365,6 +365,8 @@ fn invent_writes_distinct_requests_resumes_and_joins_the_prompt_set() {
     }
     let out = Command::new(env!("CARGO_BIN_EXE_ulm")).current_dir(root()).args(["distill", "--invent", "2", "--invent-style", "essays", "--requests", tasks_file.to_str().unwrap()]).output().unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("questions or tasks"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_ulm")).current_dir(root()).args(["distill", "--invent-style", "tasks", "--print-prompts"]).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--invent"), "a style without --invent is refused: {}", String::from_utf8_lossy(&out.stderr));
 
     // They join the prompt set.
     let out = Command::new(env!("CARGO_BIN_EXE_ulm")).current_dir(root()).args(["distill", "--print-prompts", "--requests", file.to_str().unwrap()]).output().unwrap();

@@ -143,6 +143,14 @@ impl Style {
         }
     }
 
+    /// The most tokens the writer may add to one list: room for a few requests of this style.
+    pub fn list_tokens(self) -> u32 {
+        match self {
+            Style::Questions => 160,
+            Style::Tasks => 224,
+        }
+    }
+
     /// A line worth asking the teacher, in this style (see [`is_request`]); a task may end with
     /// a quoted passage it works on ("…: 'The meeting has moved to Friday.'").
     pub fn reads(self, text: &str) -> bool {

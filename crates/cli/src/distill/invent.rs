@@ -74,7 +74,7 @@ pub fn run(writer: &str, style: Style, want: usize, out: &Path, train: &[Prompt]
     // the task templates only (not trivia or sums, which are long questions, not tasks).
     let pool: Vec<&str> = train
         .iter()
-        .filter(|p| p.source != "chitchat" && style.reads(&p.text) && (style == Style::Questions || p.id.starts_with("instruct:task")))
+        .filter(|p| p.source != "chitchat" && style.reads(&p.text) && (style == Style::Questions || p.id.starts_with(ulm_data::build::TASK_PREFIX)))
         .map(|p| p.text.as_str())
         .collect();
     if pool.len() < 5 {
@@ -105,7 +105,7 @@ pub fn run(writer: &str, style: Style, want: usize, out: &Path, train: &[Prompt]
         calls += concurrency as u64;
         let answers: Vec<Result<String>> = rt.block_on(
             futures_util::stream::iter(round.iter().map(|(seed, prompt)| {
-                let body = serde_json::json!({"prompt": prompt, "max_tokens": if style == Style::Tasks { 224 } else { 160 }, "temperature": 1.0, "top_p": 0.95, "seed": seed, "stop": ["\n\n"]});
+                let body = serde_json::json!({"prompt": prompt, "max_tokens": style.list_tokens(), "temperature": 1.0, "top_p": 0.95, "seed": seed, "stop": ["\n\n"]});
                 let (client, url) = (client.clone(), format!("{}/v1/completions", writer.trim_end_matches('/')));
                 async move {
                     let r = client.post(&url).json(&body).send().await?.error_for_status()?;
