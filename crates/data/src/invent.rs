@@ -280,15 +280,11 @@ pub struct Guard {
 impl Guard {
     /// A guard over these held-out prompts.
     pub fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(heldout: I) -> Guard {
-        let (mut sets, mut exact) = (Vec::new(), HashSet::new());
+        let mut g = Guard { heldout: Vec::new(), exact: HashSet::new() };
         for h in heldout {
-            let w: HashSet<String> = content_words(h.as_ref()).into_iter().map(|w| stem(&w)).collect();
-            if w.len() >= 2 {
-                sets.push(w);
-            }
-            exact.insert(norm(h.as_ref()));
+            g.add(h.as_ref());
         }
-        Guard { heldout: sets, exact }
+        g
     }
 
     /// Guards against `text` too, from now on (so the writer's near-repeats of a request it
@@ -358,9 +354,8 @@ mod tests {
         assert!(!g.leaks("How do plants drink water?"));
         assert!(!g.leaks("What is your favorite movie about dogs?"), "one shared content word of four is not a copy");
         // a long task around a held-out prompt's topic leaks; one that shares a few common words does not
-        let g = Guard::new(["Compose an engaging travel blog post about a recent trip to Hawaii, highlighting cultural experiences."]);
+        let mut g = Guard::new(["Compose an engaging travel blog post about a recent trip to Hawaii, highlighting cultural experiences."]);
         assert!(g.leaks("Write a travel blog post about your trip to Hawaii. Mention the food, the beaches and one surprise, in under 200 words."));
-        let mut g = g;
         let bake = "Write a blog post about a recent bake sale at your school. Describe three cakes and thank the parents who helped.";
         assert!(!g.leaks(bake));
         g.add(bake);
