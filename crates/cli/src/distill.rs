@@ -176,7 +176,8 @@ pub struct Args {
     #[arg(long, requires = "requests")]
     invent: Option<usize>,
     /// With --invent: what the writer is shown and writes, `questions` (everyday questions and
-    /// short requests) or `tasks` (many-part tasks in MT-Bench's register, 12–90 words).
+    /// short requests), `tasks` (many-part tasks in MT-Bench's register, 12–90 words) or
+    /// `passages` (tasks that give their text, list, figures or code to work on, 20–160 words).
     #[arg(long, default_value = "questions", requires = "invent")]
     invent_style: ulm_data::invent::Style,
     /// With --invent: base URL of the OpenAI-compatible server hosting the writer (Gemma 3 270M).

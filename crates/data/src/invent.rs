@@ -89,14 +89,44 @@ pub const SEED_TASKS: &[&str] = &[
     "Give me a step-by-step plan for learning basic Spanish in three months with 30 minutes a day. Include free resources and a way to measure progress.",
 ];
 
-/// What kind of requests the writer is shown, and so writes: short everyday ones, or many-part
-/// tasks in MT-Bench's register.
+/// Tasks of our own that hand the assistant its material (a paragraph, a list, figures, a piece
+/// of code) and say what to do with it: MT-Bench's extraction and many of its reasoning, writing
+/// and coding turns have that shape, and its longest prompts are of it. Written for this list,
+/// none from MT-Bench or any evaluation set.
+pub const SEED_PASSAGES: &[&str] = &[
+    "Read the paragraph below and list every animal it mentions, with the number of times each appears. Paragraph: 'At dawn the farmer fed the hens, then chased a fox from the barn while two goats watched. By noon the hens were laying again and the fox was back at the fence.'",
+    "Classify each of these messages as a complaint, a question or a compliment, and answer in a numbered list: 1) 'My order arrived broken.' 2) 'Do you ship to Canada?' 3) 'The staff were lovely.' 4) 'Why was I charged twice?'",
+    "Here are the monthly sales of a bakery: January 1,200 loaves, February 950, March 1,430, April 1,100. Which month was best, which was worst, and what was the average? Show the numbers.",
+    "Turn the following recipe note into a numbered list of steps with quantities: 'Melt 50 g of butter, stir in 100 g of oats and a spoon of honey, press into a tin and bake for 20 minutes at 180 degrees.'",
+    "Find the bug in this Python function and explain how to fix it: def average(xs): total = 0; for x in xs: total += x; return total / len(xs) + 1",
+    "Summarise this email in one sentence and say what the sender wants me to do: 'Hi Sam, the printer on the second floor is broken again. Could you call the repair company before Thursday? We have the board report to print on Friday morning. Thanks, Priya.'",
+    "Group these hotel comments by what they are about (rooms, food or staff) and say which group is the most positive: 'Clean rooms but a noisy street.' 'Best breakfast I have ever had!' 'The receptionist kept our bags safe all day.' 'The soup was cold.'",
+    "From the timetable below, which bus should I take to reach the station before 9:15, and how long will I wait? Bus 4 leaves at 8:40 and takes 30 minutes; bus 7 leaves at 8:50 and takes 20 minutes; bus 9 leaves at 9:00 and takes 10 minutes.",
+    "Make a table of the people, the places and the dates in this sentence: 'Maria Lopez, the new director of the Riverside Museum, met the mayor of Porto on 14 June and visited Lisbon two days later.'",
+    "Read the poem below and explain in three sentences what its mood is and which words create it: 'Grey rain on the window, / a kettle that will not sing, / and letters left unopened / since the end of spring.'",
+    "Put these events in the order they happened and give each one its year: the first Moon landing, the fall of the Berlin Wall, the invention of the printing press, the first flight of the Wright brothers.",
+    "Check the following argument for a flaw and explain it in a short paragraph: 'Every time I wash my car it rains the next day. So washing my car makes it rain.'",
+    "Correct the spelling and grammar of this paragraph, then list the changes you made: 'Their going to the libary tomorow, because they needs books for there project about rivers.'",
+    "Here are four chores and how long they take: painting the fence 3 hours, mowing the lawn 1 hour, cleaning the gutters 2 hours, washing the windows 2 hours. Plan them over two days so that each day has the same amount of work.",
+    "Rewrite the following sign in plain English for tourists, then suggest a version of five words or fewer: 'Visitors are kindly requested to refrain from consuming food or beverages within the gallery premises.'",
+    "Compare the two phone plans below and recommend one for someone who makes few calls but streams music every day: Plan A costs $15 a month with 2 GB of data and unlimited calls; Plan B costs $20 a month with 10 GB of data and 100 minutes of calls.",
+    "Write every date in the text below in the form YYYY-MM-DD: 'The shop opened on 4 March 2019, closed for repairs on 12 August 2021 and reopened on 1 February 2022.'",
+    "Write a reply to this customer message that apologises and offers a solution, in under 80 words: 'I booked a table for four on Saturday, but when we arrived you had no record of it and we had to leave.'",
+    "Explain in plain words what this SQL query returns and when it would return nothing: SELECT name, COUNT(*) FROM orders GROUP BY name HAVING COUNT(*) > 3;",
+    "Give the main idea of the passage below in one sentence, then suggest a title for it: 'Bees visit thousands of flowers a day. As they gather nectar, pollen sticks to their bodies and is carried to the next flower, which lets many fruits and vegetables grow.'",
+];
+
+/// What kind of requests the writer is shown, and so writes: short everyday ones, many-part
+/// tasks in MT-Bench's register, or tasks that hand over their material.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Style {
     /// Everyday questions and short requests ([`SEED_REQUESTS`]): 3–40 words.
     Questions,
     /// Many-part tasks ([`SEED_TASKS`]): 12–90 words.
     Tasks,
+    /// Tasks with their material ([`SEED_PASSAGES`]): 20–160 words, of which five or more come
+    /// after a colon or inside quotes.
+    Passages,
 }
 
 impl std::str::FromStr for Style {
@@ -105,7 +135,8 @@ impl std::str::FromStr for Style {
         match s {
             "questions" => Ok(Style::Questions),
             "tasks" => Ok(Style::Tasks),
-            _ => Err(format!("unknown style {s:?}; choose questions or tasks")),
+            "passages" => Ok(Style::Passages),
+            _ => Err(format!("unknown style {s:?}; choose questions, tasks or passages")),
         }
     }
 }
@@ -116,6 +147,16 @@ impl Style {
         match self {
             Style::Questions => SEED_REQUESTS,
             Style::Tasks => SEED_TASKS,
+            Style::Passages => SEED_PASSAGES,
+        }
+    }
+
+    /// The style the pool's examples must read as: tasks with their material are rare among
+    /// the training prompts, so their lists borrow plain tasks.
+    pub fn pool_style(self) -> Style {
+        match self {
+            Style::Passages => Style::Tasks,
+            s => s,
         }
     }
 
@@ -124,6 +165,7 @@ impl Style {
         match self {
             Style::Questions => 3,
             Style::Tasks => 5,
+            Style::Passages => 7,
         }
     }
 
@@ -132,6 +174,7 @@ impl Style {
         match self {
             Style::Questions => 3..=40,
             Style::Tasks => 12..=90,
+            Style::Passages => 20..=160,
         }
     }
 
@@ -140,6 +183,7 @@ impl Style {
         match self {
             Style::Questions => 300,
             Style::Tasks => 650,
+            Style::Passages => 1100,
         }
     }
 
@@ -148,22 +192,70 @@ impl Style {
         match self {
             Style::Questions => 160,
             Style::Tasks => 224,
+            Style::Passages => 320,
         }
     }
 
     /// A line worth asking the teacher, in this style (see [`is_request`]); a task may end with
     /// a quoted passage it works on ("…: 'The meeting has moved to Friday.'").
+    /// Tasks with their material also end as code or figures may (`;`, a digit), and must hold
+    /// it ([`has_material`]). A long line that says the same five words twice is the writer
+    /// looping, not a task ([`repeats_itself`]).
     pub fn reads(self, text: &str) -> bool {
         let words = text.split_whitespace().count();
-        let end = if self == Style::Tasks { text.trim_end_matches(['\'', '"', '”', '’']) } else { text };
+        let end = if self == Style::Questions { text } else { text.trim_end_matches(['\'', '"', '”', '’']) };
+        let ends = match self {
+            Style::Passages => end.ends_with(['?', '.', '!', ';']) || end.ends_with(|c: char| c.is_ascii_digit()),
+            _ => end.ends_with(['?', '.', '!']),
+        };
         self.words().contains(&words)
             && text.len() <= self.chars()
-            && end.ends_with(['?', '.', '!'])
+            && ends
+            && (self != Style::Passages || has_material(text))
+            && (self == Style::Questions || !repeats_itself(text))
             && !content_words(text).is_empty()
             && !text.contains("http")
             && !text.contains("www.")
             && !text.starts_with(['"', '“', '-', '*'])
     }
+}
+
+/// True when `text` hands over material to work on: five or more words after its first colon,
+/// or inside one pair of quotes.
+pub fn has_material(text: &str) -> bool {
+    let after_colon = text.split_once(':').map_or(0, |(_, rest)| rest.split_whitespace().count());
+    after_colon >= 5 || quoted_words(text) >= 5
+}
+
+/// True when five words in a row occur twice in `text` (case and punctuation aside): the writer
+/// looping ("…explain why. 4. If it's true, explain why.").
+pub fn repeats_itself(text: &str) -> bool {
+    let words: Vec<String> = norm(text).split(' ').map(str::to_string).collect();
+    let mut seen = HashSet::new();
+    words.windows(5).any(|w| !seen.insert(w.join(" ")))
+}
+
+/// The most words inside one pair of quotes in `text`; a quote opens at the start or after a
+/// space, colon or bracket, so the apostrophe of "don't" opens nothing.
+fn quoted_words(text: &str) -> usize {
+    let mut prev = ' ';
+    let mut most = 0;
+    for (i, c) in text.char_indices() {
+        let close = match c {
+            '\'' | '"' => Some(c),
+            '“' => Some('”'),
+            '‘' => Some('’'),
+            _ => None,
+        };
+        if let Some(close) = close.filter(|_| prev.is_whitespace() || matches!(prev, ':' | '(')) {
+            let rest = &text[i + c.len_utf8()..];
+            if let Some(j) = rest.find(close) {
+                most = most.max(rest[..j].split_whitespace().count());
+            }
+        }
+        prev = c;
+    }
+    most
 }
 
 /// The examples of list number `seed`: three of [`SEED_REQUESTS`] and five of `pool` (distinct,
@@ -216,6 +308,7 @@ pub fn styled_list_prompt<S: AsRef<str>>(style: Style, examples: &[S]) -> String
     let head = match style {
         Style::Questions => "Here is a list of messages that people sent to a helpful AI assistant:",
         Style::Tasks => "Here is a list of detailed tasks that people gave to a helpful AI assistant, each saying exactly what the answer must contain:",
+        Style::Passages => "Here is a list of tasks that people gave to a helpful AI assistant, each giving the text, list, figures or code to work on and saying exactly what to do with it:",
     };
     let mut p = format!("{head}\n\n");
     for (i, e) in examples.iter().enumerate() {
@@ -392,12 +485,39 @@ mod tests {
         assert!(styled_list_prompt(Style::Tasks, &ex).starts_with("Here is a list of detailed tasks"));
         // a short question is not a task, and a task too long for a question is kept as one
         assert!(!Style::Tasks.reads("Why do cats purr?"));
-        let long = "Write a guide for a new gardener. ".repeat(6) + "End with a checklist.";
+        let long = "Write a guide for a new gardener who has a small balcony in a windy city. Say which vegetables grow in pots, when to sow them, how often to water them in summer and how to keep snails away, and end with a checklist for each season of the year.";
         assert!(Style::Tasks.reads(&long) && !is_request(&long));
         let c = format!(" {long}\n10. Why is the sky blue?\n11. Write a cover letter for a junior chef job. Mention two dishes you cook well and why you want to work in a small kitchen.");
         assert_eq!(styled_parse_list(Style::Tasks, &c, 9).len(), 2, "{c}");
         assert_eq!("tasks".parse::<Style>(), Ok(Style::Tasks));
-        assert!("essays".parse::<Style>().unwrap_err().contains("questions or tasks"));
+        assert!("essays".parse::<Style>().unwrap_err().contains("questions, tasks or passages"));
+    }
+
+    #[test]
+    fn passages_are_tasks_that_hand_over_their_material() {
+        assert!(SEED_PASSAGES.iter().all(|t| Style::Passages.reads(t)), "every seed reads as one: {:?}", SEED_PASSAGES.iter().find(|t| !Style::Passages.reads(t)));
+        // a plain task has no material; one with a quoted passage or a list after a colon has
+        let plain = "Write a welcome letter for new volunteers at a garden. Explain when to arrive and what to wear, in under 150 words.";
+        assert!(Style::Tasks.reads(plain) && !Style::Passages.reads(plain));
+        assert!(Style::Passages.reads("Count the verbs in the sentence below and list them in the order they appear: 'The dog ran home, ate its dinner and slept.'"));
+        assert!(Style::Passages.reads("Which of these numbers are prime, and what is the sum of the ones that are not? Numbers: 4, 7, 9, 11, 15, 23"), "ends in a figure");
+        assert!(!has_material("Don't tell me it's late, I know what the time is: now."), "apostrophes open no quote, and one word after the colon is no list");
+        assert!(!has_material("Write a story about a 'brave knight' who loses his sword in a lake far away."), "two quoted words are a phrase, not material");
+        assert!(has_material("Explain this saying to a child and give an example of it: \"a stitch in time saves nine\"."));
+        // a line that loops is no task
+        let looped = "Say whether each line is true: 1. The sky is green today, so explain why. 2. The sky is green today, so explain why.";
+        assert!(repeats_itself(looped) && !Style::Passages.reads(looped) && !Style::Tasks.reads(looped));
+        assert!(!SEED_PASSAGES.iter().chain(SEED_TASKS).any(|t| repeats_itself(t)));
+        // the lists: seven of ours, one plain task from the pool, introduced as tasks with material
+        let pool = ["Plan a picnic for six people. Suggest food, games and what to do if it rains, in a numbered list."; 1];
+        let ex = styled_examples(Style::Passages, 3, &pool);
+        assert_eq!((ex.len(), ex.iter().filter(|e| SEED_PASSAGES.contains(e)).count()), (8, 7));
+        assert!(styled_list_prompt(Style::Passages, &ex).contains("each giving the text, list, figures or code to work on"));
+        assert_eq!(Style::Passages.pool_style(), Style::Tasks);
+        assert_eq!("passages".parse::<Style>(), Ok(Style::Passages));
+        // a completion's passage-less tasks are passed over
+        let c = format!(" {plain}\n10. {}", SEED_PASSAGES[4]);
+        assert_eq!(styled_parse_list(Style::Passages, &c, 9), [SEED_PASSAGES[4]]);
     }
 
     #[test]

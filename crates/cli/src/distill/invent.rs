@@ -12,6 +12,9 @@
 //! against every request so far, and dropped if it is close to a held-out or MT-Bench prompt.
 //! With `--invent-style tasks` the lists are of many-part tasks instead: five of ours
 //! (`SEED_TASKS`) and three of the training tasks, and the writer's are kept at 12–90 words.
+//! With `--invent-style passages` they are of tasks that hand over their material (a paragraph,
+//! a list, figures, code): seven of ours (`SEED_PASSAGES`) and one training task; the writer's
+//! are kept at 20–160 words when five or more of them follow a colon or sit in quotes.
 //! Append-only and resumable: a restart counts what the file holds.
 
 use std::collections::HashSet;
@@ -65,7 +68,7 @@ pub fn run(writer: &str, style: Style, want: usize, out: &Path, train: &[Prompt]
     // Near-repeats: the writer often goes on with variations of a request it just wrote, or of
     // an example; with tasks (long enough for content words to tell them apart) those are
     // dropped as repeats too, not only the same text.
-    let mut near = (style == Style::Tasks).then(|| {
+    let mut near = (style != Style::Questions).then(|| {
         let mut g = Guard::new(style.seeds());
         have.iter().for_each(|p| g.add(&p.text));
         g
@@ -74,7 +77,7 @@ pub fn run(writer: &str, style: Style, want: usize, out: &Path, train: &[Prompt]
     // the task templates only (not trivia or sums, which are long questions, not tasks).
     let pool: Vec<&str> = train
         .iter()
-        .filter(|p| p.source != "chitchat" && style.reads(&p.text) && (style == Style::Questions || p.id.starts_with(ulm_data::build::TASK_PREFIX)))
+        .filter(|p| p.source != "chitchat" && style.pool_style().reads(&p.text) && (style == Style::Questions || p.id.starts_with(ulm_data::build::TASK_PREFIX)))
         .map(|p| p.text.as_str())
         .collect();
     if pool.len() < 5 {
