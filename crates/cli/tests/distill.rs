@@ -364,7 +364,7 @@ fn invent_writes_distinct_requests_resumes_and_joins_the_prompt_set() {
         assert!(!guard.leaks(t), "{t}");
     }
     let out = Command::new(env!("CARGO_BIN_EXE_ulm")).current_dir(root()).args(["distill", "--invent", "2", "--invent-style", "essays", "--requests", tasks_file.to_str().unwrap()]).output().unwrap();
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("questions or tasks"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("questions, tasks or passages"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = Command::new(env!("CARGO_BIN_EXE_ulm")).current_dir(root()).args(["distill", "--invent-style", "tasks", "--print-prompts"]).output().unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--invent"), "a style without --invent is refused: {}", String::from_utf8_lossy(&out.stderr));
 
