@@ -503,7 +503,7 @@ mod tests {
         assert!(Style::Passages.reads("Which of these numbers are prime, and what is the sum of the ones that are not? Numbers: 4, 7, 9, 11, 15, 23"), "ends in a figure");
         assert!(!has_material("Don't tell me it's late, I know what the time is: now."), "apostrophes open no quote, and one word after the colon is no list");
         assert!(!has_material("Write a story about a 'brave knight' who loses his sword in a lake far away."), "two quoted words are a phrase, not material");
-        assert!(has_material("Explain this saying to a child and give an example of it: \"a stitch in time saves nine\"."));
+        assert!(has_material("Rewrite ‘the meeting has moved to Friday morning’ in a formal voice, then in a playful one."), "quotes alone, no colon");
         // a line that loops is no task
         let looped = "Say whether each line is true: 1. The sky is green today, so explain why. 2. The sky is green today, so explain why.";
         assert!(repeats_itself(looped) && !Style::Passages.reads(looped) && !Style::Tasks.reads(looped));
