@@ -102,6 +102,7 @@ def load_ckpt_model(path: str) -> tuple[Transformer, dict]:
 
 
 SHARD_INDEX = "model.safetensors.index.json"
+MAX_SHARD_MB = 45  # every weight file stays under a 50 MB repository limit
 
 
 def save_weights(tensors: dict, out_dir: str, max_shard_bytes: int = 0) -> list[str]:
@@ -180,7 +181,7 @@ def load_hf(model_dir: str) -> Transformer:
 
 
 def export(ckpt_path: str, out_dir: str, dtype: str = "f32", data_dir: str | None = None,
-           chat_template: str | None = None, max_shard_mb: float = 45) -> str:
+           chat_template: str | None = None, max_shard_mb: float = MAX_SHARD_MB) -> str:
     model, ckpt = load_ckpt_model(ckpt_path)
     torch_dtype, dtype_name = DTYPES[dtype]
     os.makedirs(out_dir, exist_ok=True)
@@ -245,7 +246,7 @@ def main(argv=None) -> int:
     src.add_argument("--model-dir", help="an export directory (only with --dump-logits)")
     p.add_argument("--out", help="export directory, or the JSON file of --dump-logits (default stdout)")
     p.add_argument("--dtype", choices=list(DTYPES), default="f32", help="weight dtype of model.safetensors")
-    p.add_argument("--max-shard-mb", type=float, default=45,
+    p.add_argument("--max-shard-mb", type=float, default=MAX_SHARD_MB,
                    help="split weights above this many MB into shards + index (0 = one file; default 45)")
     p.add_argument("--data", help="data directory holding tokenizer.json (default: the checkpoint's)")
     p.add_argument("--chat-template", help="file whose text becomes tokenizer_config.json's chat_template")

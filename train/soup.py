@@ -20,7 +20,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from export import has_weights, load_weights, save_weights  # noqa: E402
+from export import MAX_SHARD_MB, has_weights, load_weights, save_weights  # noqa: E402
 
 COPIED = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json")
 
@@ -58,7 +58,7 @@ def main(argv=None):
     weights = [float(x) for x in a.weights.split(",")] if a.weights else None
     tensors = soup(a.models, weights)
     os.makedirs(a.out, exist_ok=True)
-    written = save_weights(tensors, a.out, max_shard_bytes=45 * 1024 * 1024)
+    written = save_weights(tensors, a.out, int(MAX_SHARD_MB * 1e6))  # as export.py splits
     for name in COPIED:
         src = os.path.join(a.models[0], name)
         if os.path.exists(src):
