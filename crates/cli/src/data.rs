@@ -117,6 +117,12 @@ pub struct Args {
     /// --topic-repeat.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
     task_repeat: u16,
+    /// With --mix openers: write each train exchange of a family this many times over, on top
+    /// of the repeats above (`chitchat=2`; repeat the flag for more families). A family is the
+    /// first part of a distilled id (`chitchat`, `chatterbot`, `instruct`, `invented`,
+    /// `wordnet-q`) or a source of its own (`chitchat`, `chatterbot`, `wordnet`).
+    #[arg(long, value_name = "FAMILY=N", value_parser = parse_family_repeat)]
+    family_repeat: Vec<(String, usize)>,
     /// `pref` only: a less likely opener makes a pair with the chosen one when the scorer's
     /// mean LL per token differs by at least this (nats).
     #[arg(long, default_value_t = 0.5)]
@@ -174,6 +180,7 @@ pub fn run(a: Args) -> Result<()> {
     settings.drop_superseded = a.drop_superseded;
     settings.opener_student_repeat = usize::from(a.student_repeat);
     settings.opener_task_repeat = usize::from(a.task_repeat);
+    settings.opener_family_repeat = a.family_repeat.clone();
     let out = a.out.clone().unwrap_or_else(|| Path::new("runs/data").join(stage.name()));
     let t0 = std::time::Instant::now();
     let corpus = load_corpus(&a.inputs, &settings)?;
@@ -182,6 +189,16 @@ pub fn run(a: Args) -> Result<()> {
     print_summary(&m);
     eprintln!("{}: {} shards, manifest.json ({:.1} s)", out.display(), m.shards.len(), t0.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// `--family-repeat chitchat=2` → `("chitchat", 2)`.
+fn parse_family_repeat(arg: &str) -> std::result::Result<(String, usize), String> {
+    let (family, n) = arg.split_once('=').ok_or_else(|| format!("`{arg}`: write FAMILY=N, e.g. chitchat=2"))?;
+    let n: usize = n.trim().parse().map_err(|_| format!("`{arg}`: N must be a whole number from 1 to 16, e.g. chitchat=2"))?;
+    if family.trim().is_empty() || !(1..=16).contains(&n) {
+        return Err(format!("`{arg}`: write FAMILY=N with N from 1 to 16, e.g. chitchat=2"));
+    }
+    Ok((family.trim().to_string(), n))
 }
 
 /// Longest prompt + opener of a preference pair (tokens; the training window of the μLMs).

@@ -94,6 +94,24 @@ pub struct Settings {
     /// (ids `instruct:task:…`, [`crate::instruct`]) is written this many times, in place of
     /// `opener_topic_repeat`.
     pub opener_task_repeat: usize,
+    /// `sft` openers: each train exchange of a family named here ([`family`]: `chitchat`,
+    /// `instruct`, `invented`, `wordnet`, …) is written this many times over, on top of the
+    /// repeats above, so a family keeps its share of the mix when another one grows.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub opener_family_repeat: Vec<(String, usize)>,
+}
+
+/// The family of a unit, for [`Settings::opener_family_repeat`]: the first `:`-separated part of a
+/// distilled id (`chitchat:…` → `chitchat`, `instruct:task:…` → `instruct`, `wordnet-q:n:…` →
+/// `wordnet-q`), and a source's own name for its documents (`chitchat`, `chatterbot`, `wordnet`).
+pub fn family(u: &Unit) -> &str {
+    if u.source == DISTILLED.name { u.id.split(':').next().unwrap_or_default() } else { u.source }
+}
+
+/// How many times over [`Settings::opener_family_repeat`] writes a train exchange of `u`'s family.
+fn family_repeat(u: &Unit, s: &Settings) -> usize {
+    let f = family(u);
+    s.opener_family_repeat.iter().find(|(name, _)| name == f).map_or(1, |&(_, n)| n.max(1))
 }
 
 /// Id prefix of the longer, many-part requests ([`crate::instruct`]).
@@ -179,6 +197,7 @@ impl Settings {
             opener_topic_repeat: 1,
             opener_student_repeat: 1,
             opener_task_repeat: 1,
+            opener_family_repeat: Vec::new(),
             drop_superseded: false,
         }
     }
@@ -388,13 +407,13 @@ fn sft_openers(u: &Unit, s: &Settings) -> Vec<Unit> {
                 let copies = if u.split != Split::Train {
                     1
                 } else if u.id.ends_with(STUDENT_SUFFIX) {
-                    s.opener_student_repeat.max(1)
+                    s.opener_student_repeat.max(1) * family_repeat(u, s)
                 } else if u.id.starts_with(TASK_PREFIX) {
-                    s.opener_task_repeat.max(1)
+                    s.opener_task_repeat.max(1) * family_repeat(u, s)
                 } else if reply_names_topic(&ask.text, &text) {
-                    s.opener_topic_repeat.max(1)
+                    s.opener_topic_repeat.max(1) * family_repeat(u, s)
                 } else {
-                    1
+                    family_repeat(u, s)
                 };
                 for copy in 0..copies {
                     out.push(Unit {
@@ -408,17 +427,16 @@ fn sft_openers(u: &Unit, s: &Settings) -> Vec<Unit> {
             out
         }
         ("wordnet", Body::Text(t)) if taken("wordnet", s.opener_wordnet_per_mille) => {
-            definition_exchange(t, mix_hash(u.id.as_bytes()))
-                .map(|(q, a)| {
-                    let (a, cut) = first_words(&a, s.opener_reply_words);
-                    Unit {
-                        id: format!("{}#def", u.id),
-                        body: Body::Chat(vec![Turn { role: Role::User, text: q }, Turn { role: Role::Assistant, text: a }]),
-                        complete: !cut,
-                        ..u.clone()
-                    }
+            let Some((q, a)) = definition_exchange(t, mix_hash(u.id.as_bytes())) else { return Vec::new() };
+            let (a, cut) = first_words(&a, s.opener_reply_words);
+            let copies = if u.split == Split::Train { family_repeat(u, s) } else { 1 };
+            (0..copies)
+                .map(|copy| Unit {
+                    id: if copy == 0 { format!("{}#def", u.id) } else { format!("{}#def.{copy}", u.id) },
+                    body: Body::Chat(vec![Turn { role: Role::User, text: q.clone() }, Turn { role: Role::Assistant, text: a.clone() }]),
+                    complete: !cut,
+                    ..u.clone()
                 })
-                .into_iter()
                 .collect()
         }
         _ => Vec::new(),
@@ -805,6 +823,52 @@ mod tests {
             assert_eq!(units.iter().filter(|v| v.id.starts_with(&format!("{}#", u.id))).count(), want, "{}", u.id);
         }
         assert!(train.iter().any(|u| u.id.starts_with(TASK_PREFIX)), "no fixture id landed in train");
+    }
+
+    #[test]
+    fn a_family_can_be_repeated_on_top_of_the_other_repeats() {
+        let pair = |id: &str, prompt: &str, reply: &str| Pair { id: id.into(), source: "x".into(), prompt: prompt.into(), reply: reply.into(), finish: Finish::Length };
+        let pairs = vec![
+            pair("chitchat:c1:0", "What is a volcano?", "A volcano is a mountain that opens"),
+            pair("chitchat:c2:0", "Do you like green tea?", "I like many drinks, and I"),
+            pair("chitchat:c2:0#student", "Do you like green tea?", "I like many drinks"),
+            pair("instruct:task:t:1:kite", "Write a poem about a kite.", "Here is a poem about a kite"),
+            pair("invented:0001", "What is a volcano?", "A volcano is a mountain that opens"),
+        ];
+        let mut s = Settings::for_stage(Stage::Sft);
+        s.sft_mix = SftMix::Openers;
+        s.opener_topic_repeat = 3;
+        s.opener_student_repeat = 5;
+        s.opener_task_repeat = 4;
+        let corpus = assemble(Vec::new(), pairs, &[], &s);
+        let train: Vec<&Unit> = corpus.units.iter().filter(|u| u.split == Split::Train).collect();
+        let count = |s: &Settings| -> BTreeMap<String, usize> {
+            train.iter().map(|u| (u.id.clone(), stage_units(u, s).len())).collect()
+        };
+        let before = count(&s);
+        s.opener_family_repeat = vec![("chitchat".into(), 2), ("wordnet".into(), 3)];
+        let after = count(&s);
+        for u in &train {
+            let want = if family(u) == "chitchat" { 2 } else { 1 };
+            assert_eq!(after[&u.id], want * before[&u.id], "{}", u.id);
+        }
+        assert!(train.iter().any(|u| family(u) == "chitchat") && train.iter().any(|u| family(u) != "chitchat"), "{:?}", before);
+        let units: Vec<Unit> = train.iter().flat_map(|u| stage_units(u, &s)).collect();
+        let ids: HashSet<&str> = units.iter().map(|u| u.id.as_str()).collect();
+        assert_eq!(ids.len(), units.len(), "each copy has its own id");
+        // Held-out exchanges are written once whatever the repeat.
+        let held: Vec<&Unit> = corpus.units.iter().filter(|u| u.split != Split::Train).collect();
+        assert!(held.iter().all(|u| stage_units(u, &s).len() <= 1));
+    }
+
+    #[test]
+    fn families_are_named_by_the_distilled_id_or_the_source() {
+        let unit = |source: &'static str, id: &str| Unit { source, id: id.into(), split: Split::Train, body: Body::Text(String::new()), complete: true };
+        assert_eq!(family(&unit("distilled", "chitchat:abc:3#student")), "chitchat");
+        assert_eq!(family(&unit("distilled", "instruct:task:t:1")), "instruct");
+        assert_eq!(family(&unit("distilled", "wordnet-q:n:dog")), "wordnet-q");
+        assert_eq!(family(&unit("chitchat", "abc")), "chitchat");
+        assert_eq!(family(&unit("wordnet", "n123")), "wordnet");
     }
 
     #[test]
