@@ -2,7 +2,7 @@
 # Retrain a shipped μLM through the stages its weights went through, resumable: re-run the same
 # command after a kill and every stage continues from its last checkpoint (finished stages are
 # skipped, each starts from the previous stage's checkpoint).
-#   scripts/recipe.sh ulm-8m  [RUNS_DIR]    # default runs/recipe-ulm-8m;  ≈ 43M tokens, ≈ 3.7 h at 3,300 tok/s
+#   scripts/recipe.sh ulm-8m  [RUNS_DIR]    # default runs/recipe-ulm-8m;  ≈ 48M tokens, ≈ 4.1 h at 3,300 tok/s
 #   scripts/recipe.sh ulm-30m [RUNS_DIR]    # default runs/recipe-ulm-30m; ≈ 28M tokens, ≈ 5.2 h at 1,500 tok/s
 #   scripts/recipe.sh ulm-15m [RUNS_DIR]    # ulm-8m's first nine stages, then grow to 16 layers: ≈ 47M tokens, ≈ 4.9 h
 # Stages (4,096 tokens per step; steps and learning rates are those of docs/models/<model>.md):
@@ -27,6 +27,10 @@
 #              requests (`instruct:task:…`, corpus/distill part-007), each written 4 times: 7.33M
 #              tokens. Rebuilt today the mix also holds part-008 (composed requests), which the
 #              shipped weights did not see
+#  11 family   (ulm-8m only; session 30) two runs from stage 10 with two data orders (--seed 1337
+#              and 1338) on every corpus/distill part, composed requests and trivia left out, the
+#              chitchat family written twice over (--family-repeat chitchat=2): 11.76M tokens;
+#              the shipped weights are the mean of the two (train/soup.py)
 #   (ulm-30m only, after its onpolicy stage; session 16) lm3 language modelling on today's corpus
 #              (9.09M tokens), then onpolicy2, the onpolicy data again
 #   (ulm-15m; session 19) ulm-8m's nine stages, then grow: its 8 layers become 16 (train.py
@@ -45,8 +49,10 @@ runs="${2:-runs/recipe-$model}"
 threads="${THREADS:-2}"
 scale="${SCALE:-1}"
 ulm="${ULM:-target/release/ulm}"
-# Plan: one stage per line — run name, data set, steps, learning rate, warm-up steps, and (optional)
-# the number of layers to grow the previous stage's model to.
+# Plan: one stage per line — run name, data set, steps, learning rate, warm-up steps, and (optional,
+# "-" for none) the number of layers to grow the previous stage's model to, the data-order seed
+# (default 1337) and the run to start from (default: the previous line's). A line `NAME soup A,B`
+# averages the exports of runs A and B (train/soup.py) instead of training.
 plan_8m="lm lm 644 1e-3 60
 chats chats 641 5e-4 50
 openers openers 1600 5e-4 30
@@ -58,7 +64,10 @@ super super 800 3e-4 20
 onpolicy onpolicy 700 2e-4 20"
 case "$model" in
   ulm-8m)  preset=micro_8m;  plan="$plan_8m
-task task 600 1.5e-4 20" ;;
+task task 600 1.5e-4 20
+family family 600 1.5e-4 20 - 1337 task
+familyr family 600 1.5e-4 20 - 1338 task
+soup soup family,familyr" ;;
   ulm-15m) preset=micro_8m;  plan="$plan_8m
 grow lm 1100 5e-4 50 16
 onpolicy2 onpolicy 600 2.5e-4 20" ;;
@@ -83,11 +92,26 @@ declare -A data_args=(
   [super]="--stage sft --mix openers --topic-repeat 3 --drop-generic --drop-superseded"
   [onpolicy]="--stage sft --mix openers --topic-repeat 3 --drop-generic --drop-superseded --student-repeat 6 --min-student-ll -2 --distill-corpus corpus/distill --distill-corpus corpus/student"
   [task]="--stage sft --mix openers --topic-repeat 3 --drop-generic --drop-superseded --student-repeat 6 --min-student-ll -2 --distill-corpus corpus/distill --distill-corpus corpus/student --task-repeat 4"
+  [family]="--stage sft --mix openers --topic-repeat 3 --drop-generic --drop-superseded --student-repeat 6 --min-student-ll -2 --distill-corpus corpus/distill --distill-corpus corpus/student --task-repeat 4 --leave-out instruct:task:composed --leave-out instruct:trivia --family-repeat chitchat=2"
 )
 [ -x "$ulm" ] || { echo "$ulm is missing: cargo build --release -p ulm" >&2; exit 1; }
 mkdir -p "$runs"
-prev=""
-while read -r name data steps lr warmup grow; do
+prev=""; souped=""
+export_of() {  # the f16 export of a finished run (once)
+  [ -f "$runs/$1-export/config.json" ] || train/.venv/bin/python train/export.py --ckpt "$runs/$1" --out "$runs/$1-export" --dtype f16
+}
+while read -r name data steps lr warmup grow seed start; do
+  if [ "$data" = soup ]; then
+    IFS=, read -r -a parts <<< "$steps"
+    dirs=()
+    for p in "${parts[@]}"; do export_of "$p"; dirs+=("$runs/$p-export"); done
+    echo "== stage $name: the mean of ${parts[*]}"
+    [ -f "$runs/$name-export/model.safetensors" ] || train/.venv/bin/python train/soup.py "${dirs[@]}" --out "$runs/$name-export"
+    prev="$name"; souped=yes
+    continue
+  fi
+  [ "${grow:--}" = - ] && grow=""
+  [ "${start:--}" != - ] && prev="$start"
   # shellcheck disable=SC2086 # the arguments are meant to split
   [ -f "$runs/data-$data/manifest.json" ] || "$ulm" data ${data_args[$data]} --out "$runs/data-$data"
   steps=$(python3 -c "print(max(2, round($steps * $scale)))")
@@ -101,10 +125,14 @@ while read -r name data steps lr warmup grow; do
   echo "== stage $name: $stage on $runs/data-$data, $steps steps, lr $lr${grow:+, grown to $grow layers}"
   scripts/train.sh --data "$runs/data-$data" --out "$runs/$name" --stage "$stage" "${from[@]}" \
     --lr "$lr" --warmup-steps "$warmup" --max-steps "$steps" --threads "$threads" \
-    --eval-every "$(( steps < 200 ? steps : steps / 4 ))"
-  prev="$name"
+    --eval-every "$(( steps < 200 ? steps : steps / 4 ))" --seed "${seed:-1337}"
+  prev="$name"; souped=""
 done <<< "$plan"
-train/.venv/bin/python train/export.py --ckpt "$runs/$prev" --out "$runs/export" --dtype f16
+if [ -n "$souped" ]; then
+  rm -rf "$runs/export" && cp -r "$runs/$prev-export" "$runs/export"  # the last stage was a soup
+else
+  train/.venv/bin/python train/export.py --ckpt "$runs/$prev" --out "$runs/export" --dtype f16
+fi
 # The shipped model's sampling defaults (its copy boost) belong to the recipe too.
 # (ulm-15m before it is shipped: ulm-8m's, which it was grown from.)
 gen="models/$model/generation_config.json"

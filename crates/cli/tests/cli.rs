@@ -89,6 +89,12 @@ fn bad_input_gets_one_line_errors_that_say_what_to_do() {
 
     let out = ulm().args(["generate", "--bogus-flag", "x"]).output().unwrap();
     assert!(!out.status.success() && String::from_utf8(out.stderr).unwrap().contains("--bogus-flag"));
+    // A mix weight that does not parse names the flag's form and a working example.
+    for bad in ["chitchat", "chitchat=0", "chitchat=two", "=2"] {
+        let out = ulm().args(["data", "--stage", "sft", "--mix", "openers", "--family-repeat", bad]).output().unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(!out.status.success() && err.contains("FAMILY=N") && err.contains("chitchat=2"), "{bad}: {err}");
+    }
 }
 
 /// A copy of the golden model folder (without a generation_config.json) under a fresh name.
