@@ -406,18 +406,21 @@ fn sft_openers(u: &Unit, s: &Settings) -> Vec<Unit> {
                 let last = i + 2 == turns.len();
                 let copies = if u.split != Split::Train {
                     1
-                } else if u.id.ends_with(STUDENT_SUFFIX) {
-                    s.opener_student_repeat.max(1) * family_repeat(u, s)
-                } else if u.id.starts_with(TASK_PREFIX) {
-                    s.opener_task_repeat.max(1) * family_repeat(u, s)
-                } else if reply_names_topic(&ask.text, &text) {
-                    s.opener_topic_repeat.max(1) * family_repeat(u, s)
                 } else {
-                    family_repeat(u, s)
+                    let repeat = if u.id.ends_with(STUDENT_SUFFIX) {
+                        s.opener_student_repeat
+                    } else if u.id.starts_with(TASK_PREFIX) {
+                        s.opener_task_repeat
+                    } else if reply_names_topic(&ask.text, &text) {
+                        s.opener_topic_repeat
+                    } else {
+                        1
+                    };
+                    repeat.max(1) * family_repeat(u, s)
                 };
                 for copy in 0..copies {
                     out.push(Unit {
-                        id: if copy == 0 { format!("{}#{i}", u.id) } else { format!("{}#{i}.{copy}", u.id) },
+                        id: copy_id(format!("{}#{i}", u.id), copy),
                         body: Body::Chat(vec![Turn { role: Role::User, text: ask.text.clone() }, Turn { role: Role::Assistant, text: text.clone() }]),
                         complete: !cut && (!last || u.complete),
                         ..u.clone()
@@ -432,7 +435,7 @@ fn sft_openers(u: &Unit, s: &Settings) -> Vec<Unit> {
             let copies = if u.split == Split::Train { family_repeat(u, s) } else { 1 };
             (0..copies)
                 .map(|copy| Unit {
-                    id: if copy == 0 { format!("{}#def", u.id) } else { format!("{}#def.{copy}", u.id) },
+                    id: copy_id(format!("{}#def", u.id), copy),
                     body: Body::Chat(vec![Turn { role: Role::User, text: q.clone() }, Turn { role: Role::Assistant, text: a.clone() }]),
                     complete: !cut,
                     ..u.clone()
@@ -441,6 +444,12 @@ fn sft_openers(u: &Unit, s: &Settings) -> Vec<Unit> {
         }
         _ => Vec::new(),
     }
+}
+
+/// The id of the `copy`-th copy of an exchange whose first copy is `first` (`v#0`, `v#0.1`, …):
+/// each copy has its own id, since the shuffle orders by id.
+fn copy_id(first: String, copy: usize) -> String {
+    if copy == 0 { first } else { format!("{first}.{copy}") }
 }
 
 /// A WordNet gloss text (`brace, bracing (noun): a support that steadies …; "an example"`) as a
