@@ -2,7 +2,7 @@
 # Retrain a shipped μLM through the stages its weights went through, resumable: re-run the same
 # command after a kill and every stage continues from its last checkpoint (finished stages are
 # skipped, each starts from the previous stage's checkpoint).
-#   scripts/recipe.sh ulm-8m  [RUNS_DIR]    # default runs/recipe-ulm-8m;  ≈ 48M tokens, ≈ 4.1 h at 3,300 tok/s
+#   scripts/recipe.sh ulm-8m  [RUNS_DIR]    # default runs/recipe-ulm-8m;  ≈ 63M tokens, ≈ 5.3 h at 3,300 tok/s
 #   scripts/recipe.sh ulm-30m [RUNS_DIR]    # default runs/recipe-ulm-30m; ≈ 28M tokens, ≈ 5.2 h at 1,500 tok/s
 #   scripts/recipe.sh ulm-15m [RUNS_DIR]    # ulm-8m's first nine stages, then grow to 16 layers: ≈ 47M tokens, ≈ 4.9 h
 # Stages (4,096 tokens per step; steps and learning rates are those of docs/models/<model>.md):
@@ -30,7 +30,10 @@
 #  11 family   (ulm-8m only; session 30) two runs from stage 10 with two data orders (--seed 1337
 #              and 1338) on every corpus/distill part, composed requests and trivia left out, the
 #              chitchat family written twice over (--family-repeat chitchat=2): 11.76M tokens;
-#              the shipped weights are the mean of the two (train/soup.py)
+#              the shipped weights of session 30 were the mean of the two (train/soup.py)
+#  12 lm4      (ulm-8m only; session 31) language modelling a fourth time, from the stage-11 mean,
+#              on today's corpus (parts 000-015, 10.86M tokens), then the family data again from it:
+#              two runs of 900 steps (seeds 1337 and 1338), and the mean of the two
 #   (ulm-30m only, after its onpolicy stage; session 16) lm3 language modelling on today's corpus
 #              (9.09M tokens), then onpolicy2, the onpolicy data again
 #   (ulm-15m; session 19) ulm-8m's nine stages, then grow: its 8 layers become 16 (train.py
@@ -67,7 +70,11 @@ case "$model" in
 task task 600 1.5e-4 20
 family family 600 1.5e-4 20 - 1337 task
 familyr family 600 1.5e-4 20 - 1338 task
-soup soup family,familyr" ;;
+soup soup family,familyr
+lm4 lm 1800 4e-4 50
+lm4sft family 900 2.5e-4 20 - 1337
+lm4sftr family 900 2.5e-4 20 - 1338 lm4
+soup2 soup lm4sft,lm4sftr" ;;
   ulm-15m) preset=micro_8m;  plan="$plan_8m
 grow lm 1100 5e-4 50 16
 onpolicy2 onpolicy 600 2.5e-4 20" ;;
@@ -119,7 +126,9 @@ while read -r name data steps lr warmup grow seed start; do
   stage=sft
   [ "$data" = lm ] && stage=lm
   from=(--preset "$preset")
-  [ -n "$prev" ] && from=(--init "$runs/$prev")
+  if [ -n "$prev" ]; then  # a run, or the export of a soup
+    from=(--init "$runs/$prev"); [ -d "$runs/$prev" ] || from=(--init "$runs/$prev-export")
+  fi
   [ -n "$grow" ] && from+=(--grow-layers "$grow")
   # A finished stage is skipped: train.py resumes its checkpoint and has nothing left to do.
   echo "== stage $name: $stage on $runs/data-$data, $steps steps, lr $lr${grow:+, grown to $grow layers}"
