@@ -93,11 +93,12 @@ pub struct Args {
     #[arg(long, default_value_t = 24)]
     opener_words: usize,
     /// With --mix openers: leave out distilled replies that open with the teacher's stock phrases
-    /// ("I'm so glad you…", "I'm sorry for the…").
+    /// ("I'm so glad you…", "I'm sorry for the…"); with --stage lm, the distilled chats that hold one.
     #[arg(long)]
     drop_generic: bool,
     /// With --mix openers: leave out distilled and student replies that open with a hedge that
-    /// answers nothing ("I'm not sure what…", "I'm glad you're enjoying…", "I'm here to help").
+    /// answers nothing ("I'm not sure what…", "I'm glad you're enjoying…", "I'm here to help");
+    /// with --stage lm, the distilled chats that hold one.
     #[arg(long)]
     drop_hedges: bool,
     /// With --mix openers: write each train exchange whose reply names the question's topic in

@@ -75,10 +75,10 @@ pub struct Settings {
     /// `sft` openers: share of WordNet synsets turned into definition questions, per mille.
     pub opener_wordnet_per_mille: u64,
     /// `sft` openers: leave out distilled replies that open with one of the teacher's stock
-    /// phrases ([`GENERIC_OPENERS`]).
+    /// phrases ([`GENERIC_OPENERS`]); `lm`: leave out a distilled chat with such a reply.
     pub opener_drop_generic: bool,
     /// `sft` openers: leave out distilled (and student) replies that open with a hedge that
-    /// answers nothing ([`HEDGE_OPENERS`]).
+    /// answers nothing ([`HEDGE_OPENERS`]); `lm`: leave out a distilled chat with such a reply.
     pub opener_drop_hedges: bool,
     /// `sft` openers: a train exchange whose reply names the question's topic in its first eight
     /// words ([`ulm_runtime::copy::names_topic`]) is written this many times (1 = once): the mix
@@ -354,10 +354,21 @@ pub fn tokenizer_texts(corpus: &Corpus) -> Vec<String> {
 /// Step 4: the units the stage makes of `u` (none when the stage leaves it out).
 pub fn stage_units(u: &Unit, s: &Settings) -> Vec<Unit> {
     match (s.stage, s.sft_mix) {
+        (Stage::Lm, _) if has_dropped_reply(u, s) => Vec::new(),
         (Stage::Lm, _) => vec![u.clone()],
         (Stage::Sft, SftMix::Chats) => sft_chat(u, s).into_iter().collect(),
         (Stage::Sft, SftMix::Openers) => sft_openers(u, s),
     }
+}
+
+/// `lm`: a distilled chat with a reply that the settings leave out of the openers mix (a stock
+/// phrase, a hedge): language modelling on it would teach the opener the openers mix leaves out.
+fn has_dropped_reply(u: &Unit, s: &Settings) -> bool {
+    let Body::Chat(turns) = &u.body else { return false };
+    u.source == "distilled"
+        && turns.iter().filter(|t| t.role == Role::Assistant).any(|t| {
+            (s.opener_drop_generic && is_generic_opener(&t.text)) || (s.opener_drop_hedges && is_hedge_opener(&t.text))
+        })
 }
 
 fn sft_chat(u: &Unit, s: &Settings) -> Option<Unit> {
@@ -750,6 +761,28 @@ mod tests {
         set(&mut s);
         let corpus = assemble(Vec::new(), pairs, &[], &s);
         corpus.units.iter().flat_map(|u| stage_units(u, &s)).count()
+    }
+
+    #[test]
+    fn language_modelling_can_leave_out_the_stock_replies_and_hedges_too() {
+        let pairs: Vec<Pair> = [("a", "I'm glad to hear that you like it."), ("b", "I'm not sure what you mean, but"), ("c", "Paris is the capital of France.")]
+            .iter()
+            .map(|(id, reply)| Pair { id: id.to_string(), source: "chitchat".into(), prompt: format!("Question {id}?"), reply: reply.to_string(), finish: Finish::Stop })
+            .collect();
+        let (docs, _) = fixture();
+        let lm_units = |generic: bool, hedges: bool| {
+            let mut s = Settings::for_stage(Stage::Lm);
+            (s.opener_drop_generic, s.opener_drop_hedges) = (generic, hedges);
+            let corpus = assemble(docs.clone(), pairs.clone(), &[], &s);
+            let units: Vec<Unit> = corpus.units.iter().flat_map(|u| stage_units(u, &s)).collect();
+            let distilled = units.iter().filter(|u| u.source == "distilled").count();
+            (units.len() - distilled, distilled)
+        };
+        let (others, all) = lm_units(false, false);
+        assert_eq!(all, 3);
+        assert_eq!(lm_units(true, false), (others, 2), "a stock reply goes, the rest stays");
+        assert_eq!(lm_units(false, true), (others, 2), "a hedge goes, the rest stays");
+        assert_eq!(lm_units(true, true), (others, 1));
     }
 
     #[test]
