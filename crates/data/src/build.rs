@@ -361,14 +361,17 @@ pub fn stage_units(u: &Unit, s: &Settings) -> Vec<Unit> {
     }
 }
 
-/// `lm`: a distilled chat with a reply that the settings leave out of the openers mix (a stock
-/// phrase, a hedge): language modelling on it would teach the opener the openers mix leaves out.
+/// A distilled reply the settings leave out: a stock phrase ([`Settings::opener_drop_generic`])
+/// or a hedge ([`Settings::opener_drop_hedges`]).
+fn is_dropped_reply(reply: &str, s: &Settings) -> bool {
+    (s.opener_drop_generic && is_generic_opener(reply)) || (s.opener_drop_hedges && is_hedge_opener(reply))
+}
+
+/// `lm`: a distilled chat with a reply that the openers mix leaves out: language modelling on it
+/// would teach the opener that the openers mix leaves out.
 fn has_dropped_reply(u: &Unit, s: &Settings) -> bool {
     let Body::Chat(turns) = &u.body else { return false };
-    u.source == "distilled"
-        && turns.iter().filter(|t| t.role == Role::Assistant).any(|t| {
-            (s.opener_drop_generic && is_generic_opener(&t.text)) || (s.opener_drop_hedges && is_hedge_opener(&t.text))
-        })
+    u.source == "distilled" && turns.iter().any(|t| t.role == Role::Assistant && is_dropped_reply(&t.text, s))
 }
 
 fn sft_chat(u: &Unit, s: &Settings) -> Option<Unit> {
@@ -405,8 +408,7 @@ fn sft_openers(u: &Unit, s: &Settings) -> Vec<Unit> {
                 let wanted = match source {
                     // Either speaker may ask; the other one's next turn is the reply.
                     "chitchat" => ask.text.trim_end().ends_with('?') && taken(&i.to_string(), s.opener_chitchat_per_mille),
-                    "distilled" if s.opener_drop_generic && is_generic_opener(&reply.text) => false,
-                    "distilled" if s.opener_drop_hedges && is_hedge_opener(&reply.text) => false,
+                    "distilled" if is_dropped_reply(&reply.text, s) => false,
                     "distilled" | "chatterbot" => ask.role == Role::User && reply.role == Role::Assistant,
                     _ => false,
                 };
@@ -752,10 +754,7 @@ mod tests {
     /// Exchanges the openers mix makes of one chitchat question per `(id, reply)`, with `set` applied
     /// to the `sft` openers settings.
     fn opener_exchanges(pairs: &[(&str, &str)], set: impl FnOnce(&mut Settings)) -> usize {
-        let pairs: Vec<Pair> = pairs
-            .iter()
-            .map(|(id, reply)| Pair { id: id.to_string(), source: "chitchat".into(), prompt: format!("Question {id}?"), reply: reply.to_string(), finish: Finish::Stop })
-            .collect();
+        let pairs = chitchat_questions(pairs);
         let mut s = Settings::for_stage(Stage::Sft);
         s.sft_mix = SftMix::Openers;
         set(&mut s);
@@ -763,12 +762,17 @@ mod tests {
         corpus.units.iter().flat_map(|u| stage_units(u, &s)).count()
     }
 
-    #[test]
-    fn language_modelling_can_leave_out_the_stock_replies_and_hedges_too() {
-        let pairs: Vec<Pair> = [("a", "I'm glad to hear that you like it."), ("b", "I'm not sure what you mean, but"), ("c", "Paris is the capital of France.")]
+    /// One distilled chitchat question per `(id, reply)`.
+    fn chitchat_questions(pairs: &[(&str, &str)]) -> Vec<Pair> {
+        pairs
             .iter()
             .map(|(id, reply)| Pair { id: id.to_string(), source: "chitchat".into(), prompt: format!("Question {id}?"), reply: reply.to_string(), finish: Finish::Stop })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn language_modelling_can_leave_out_the_stock_replies_and_hedges_too() {
+        let pairs = chitchat_questions(&[("a", "I'm glad to hear that you like it."), ("b", "I'm not sure what you mean, but"), ("c", "Paris is the capital of France.")]);
         let (docs, _) = fixture();
         let lm_units = |generic: bool, hedges: bool| {
             let mut s = Settings::for_stage(Stage::Lm);
