@@ -103,7 +103,7 @@ declare -A data_args=(
 )
 [ -x "$ulm" ] || { echo "$ulm is missing: cargo build --release -p ulm" >&2; exit 1; }
 mkdir -p "$runs"
-prev=""; souped=""
+prev=""
 export_of() {  # the f16 export of a finished run (once)
   [ -f "$runs/$1-export/config.json" ] || train/.venv/bin/python train/export.py --ckpt "$runs/$1" --out "$runs/$1-export" --dtype f16
 }
@@ -114,7 +114,7 @@ while read -r name data steps lr warmup grow seed start; do
     for p in "${parts[@]}"; do export_of "$p"; dirs+=("$runs/$p-export"); done
     echo "== stage $name: the mean of ${parts[*]}"
     [ -f "$runs/$name-export/model.safetensors" ] || train/.venv/bin/python train/soup.py "${dirs[@]}" --out "$runs/$name-export"
-    prev="$name"; souped=yes
+    prev="$name"
     continue
   fi
   [ "${grow:--}" = - ] && grow=""
@@ -135,12 +135,12 @@ while read -r name data steps lr warmup grow seed start; do
   scripts/train.sh --data "$runs/data-$data" --out "$runs/$name" --stage "$stage" "${from[@]}" \
     --lr "$lr" --warmup-steps "$warmup" --max-steps "$steps" --threads "$threads" \
     --eval-every "$(( steps < 200 ? steps : steps / 4 ))" --seed "${seed:-1337}"
-  prev="$name"; souped=""
+  prev="$name"
 done <<< "$plan"
-if [ -n "$souped" ]; then
-  rm -rf "$runs/export" && cp -r "$runs/$prev-export" "$runs/export"  # the last stage was a soup
-else
+if [ -d "$runs/$prev" ]; then
   train/.venv/bin/python train/export.py --ckpt "$runs/$prev" --out "$runs/export" --dtype f16
+else
+  rm -rf "$runs/export" && cp -r "$runs/$prev-export" "$runs/export"  # the last stage was a soup
 fi
 # The shipped model's sampling defaults (its copy boost) belong to the recipe too.
 # (ulm-15m before it is shipped: ulm-8m's, which it was grown from.)
