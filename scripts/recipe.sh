@@ -2,7 +2,7 @@
 # Retrain a shipped μLM through the stages its weights went through, resumable: re-run the same
 # command after a kill and every stage continues from its last checkpoint (finished stages are
 # skipped, each starts from the previous stage's checkpoint).
-#   scripts/recipe.sh ulm-8m  [RUNS_DIR]    # default runs/recipe-ulm-8m;  ≈ 63M tokens, ≈ 5.3 h at 3,300 tok/s
+#   scripts/recipe.sh ulm-8m  [RUNS_DIR]    # default runs/recipe-ulm-8m;  ≈ 78M tokens, ≈ 6.6 h at 3,300 tok/s
 #   scripts/recipe.sh ulm-30m [RUNS_DIR]    # default runs/recipe-ulm-30m; ≈ 28M tokens, ≈ 5.2 h at 1,500 tok/s
 #   scripts/recipe.sh ulm-15m [RUNS_DIR]    # ulm-8m's first nine stages, then grow to 16 layers: ≈ 47M tokens, ≈ 4.9 h
 # Stages (4,096 tokens per step; steps and learning rates are those of docs/models/<model>.md):
@@ -34,6 +34,10 @@
 #  12 lm4      (ulm-8m only; session 31) language modelling a fourth time, from the stage-11 mean,
 #              on today's corpus (parts 000-015, 10.86M tokens), then the family data again from it:
 #              two runs of 900 steps (seeds 1337 and 1338), and the mean of the two
+#  13 lm6      (ulm-8m only; session 34) language modelling a fifth time, from the stage-12 mean, on
+#              today's corpus (parts 000-019, 12.08M tokens: the teacher's replies of parts 016-019
+#              read as language before they are SFT targets), then the family data (now with parts
+#              016-019, 15.14M tokens) from it: two runs of 900 steps (seeds 1337 and 1338), and the mean
 #   (ulm-30m only, after its onpolicy stage; session 16) lm3 language modelling on today's corpus
 #              (9.09M tokens), then onpolicy2, the onpolicy data again
 #   (ulm-15m; session 19) ulm-8m's nine stages, then grow: its 8 layers become 16 (train.py
@@ -74,7 +78,11 @@ soup soup family,familyr
 lm4 lm 1800 4e-4 50
 lm4sft family 900 2.5e-4 20 - 1337
 lm4sftr family 900 2.5e-4 20 - 1338 lm4
-soup2 soup lm4sft,lm4sftr" ;;
+soup2 soup lm4sft,lm4sftr
+lm6 lm 1800 4e-4 50
+lm6sft family 900 2.5e-4 20 - 1337
+lm6sftr family 900 2.5e-4 20 - 1338 lm6
+soup3 soup lm6sft,lm6sftr" ;;
   ulm-15m) preset=micro_8m;  plan="$plan_8m
 grow lm 1100 5e-4 50 16
 onpolicy2 onpolicy 600 2.5e-4 20" ;;
